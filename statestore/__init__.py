@@ -1,0 +1,89 @@
+"""Bi-tier persistence for durable runs: a hot tier for records, journals and leases, a cold tier
+for large immutable values, and the routing between them.
+
+``statestore`` knows runs, journals and leases as data; it knows nothing of Python functions,
+Lambda or agents. Backend modules (redis, boto3) are imported only when their URL is opened.
+"""
+
+from statestore.cold import ColdTier
+from statestore.errors import (
+    BatchTooLargeError,
+    BlobNotFoundError,
+    CorruptStateError,
+    InvalidRunIdError,
+    InvalidStoreUrlError,
+    LeaseHeldError,
+    LeaseLostError,
+    RunConflictError,
+    RunNotFoundError,
+    SequenceConflictError,
+    StateStoreError,
+    StoreUnavailableError,
+)
+from statestore.hot import HotTier, RunEndedError
+from statestore.ids import validate_run_id
+from statestore.models import (
+    BlobRef,
+    EntryKind,
+    EntryStatus,
+    ErrorInfo,
+    JournalEntry,
+    Lease,
+    RunCounters,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    Signal,
+    StoredValue,
+    utcnow,
+)
+from statestore.routing import StateStore
+from statestore.urls import (
+    COLD_ENV,
+    DEFAULT_COLD_URL,
+    DEFAULT_HOT_URL,
+    HOT_ENV,
+    open_cold,
+    open_hot,
+    open_store,
+)
+
+__all__ = [
+    "COLD_ENV",
+    "DEFAULT_COLD_URL",
+    "DEFAULT_HOT_URL",
+    "HOT_ENV",
+    "BatchTooLargeError",
+    "BlobNotFoundError",
+    "BlobRef",
+    "ColdTier",
+    "CorruptStateError",
+    "EntryKind",
+    "EntryStatus",
+    "ErrorInfo",
+    "HotTier",
+    "InvalidRunIdError",
+    "InvalidStoreUrlError",
+    "JournalEntry",
+    "Lease",
+    "LeaseHeldError",
+    "LeaseLostError",
+    "RunConflictError",
+    "RunCounters",
+    "RunEndedError",
+    "RunNotFoundError",
+    "RunRecord",
+    "RunStatus",
+    "RunUpdate",
+    "SequenceConflictError",
+    "Signal",
+    "StateStore",
+    "StateStoreError",
+    "StoreUnavailableError",
+    "StoredValue",
+    "open_cold",
+    "open_hot",
+    "open_store",
+    "utcnow",
+    "validate_run_id",
+]

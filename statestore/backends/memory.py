@@ -1,0 +1,114 @@
+"""In-memory tiers, for unit tests and for trying things in one process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from statestore.cold import ColdTier
+from statestore.errors import BlobNotFoundError, RunNotFoundError
+from statestore.hot import HotTier
+from statestore.models import JournalEntry, RunRecord, Signal
+
+
+class MemoryHotTier(HotTier):
+    scheme = "memory"
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunRecord] = {}
+        self._entries: dict[str, list[JournalEntry]] = {}
+        self._signals: dict[str, dict[str, Signal]] = {}
+
+    def _insert_run(self, record: RunRecord) -> RunRecord | None:
+        with self._lock:
+            existing = self._runs.get(record.run_id)
+            if existing is not None:
+                return existing
+            self._runs[record.run_id] = record
+            self._entries[record.run_id] = []
+            return None
+
+    def _load_run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    def _write(
+        self,
+        old: RunRecord,
+        new: RunRecord,
+        entries: Sequence[JournalEntry],
+        take: Signal | None,
+    ) -> RunRecord | None:
+        with self._lock:
+            current = self._runs.get(old.run_id)
+            if current is None:
+                raise RunNotFoundError(old.run_id)
+            if current.version != old.version:
+                return current
+            self._runs[old.run_id] = new
+            self._entries[old.run_id].extend(entries)
+            if take is not None:
+                self._signals.get(old.run_id, {}).pop(take.signal_id, None)
+            return None
+
+    def _load_entries(self, run_id: str, after_seq: int) -> Iterable[JournalEntry]:
+        with self._lock:
+            return list(self._entries.get(run_id, [])[after_seq + 1 :])
+
+    def _insert_signal(self, signal: Signal) -> None:
+        with self._lock:
+            self._signals.setdefault(signal.run_id, {})[signal.signal_id] = signal
+
+    def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
+        with self._lock:
+            found = self._signals.get(run_id, {}).values()
+            return sorted(
+                (s for s in found if name is None or s.name == name), key=lambda s: s.signal_id
+            )
+
+    def _due(self, now: datetime, limit: int) -> list[str]:
+        with self._lock:
+            due = [
+                (at, r.run_id)
+                for r in self._runs.values()
+                if (at := r.due_at()) is not None and at <= now
+            ]
+        return [run_id for _, run_id in sorted(due)[:limit]]
+
+    def _list_runs(self, limit: int) -> list[RunRecord]:
+        with self._lock:
+            runs = sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
+        return runs[:limit]
+
+    def _delete_run(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+            self._entries.pop(run_id, None)
+            self._signals.pop(run_id, None)
+
+
+class MemoryColdTier(ColdTier):
+    scheme = "memory"
+
+    def __init__(self) -> None:
+        self._blobs: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def _put(self, run_id: str, sha256: str, data: bytes) -> None:
+        with self._lock:
+            self._blobs.setdefault((run_id, sha256), bytes(data))
+
+    def _get(self, run_id: str, sha256: str) -> bytes:
+        try:
+            return self._blobs[(run_id, sha256)]
+        except KeyError:
+            raise BlobNotFoundError(f"no blob {self.key(run_id, sha256)} in memory") from None
+
+    def _delete_run(self, run_id: str) -> int:
+        with self._lock:
+            keys = [k for k in self._blobs if k[0] == run_id]
+            for k in keys:
+                del self._blobs[k]
+            return len(keys)
