@@ -56,9 +56,7 @@ class ColdTier(ABC):
             )
         return data
 
-    def get_many(
-        self, run_id: str, refs: Sequence[tuple[BlobRef, int | None]]
-    ) -> list[bytes]:
+    def get_many(self, run_id: str, refs: Sequence[tuple[BlobRef, int | None]]) -> list[bytes]:
         """Fetch several blobs concurrently (object stores reward parallel GETs)."""
         if len(refs) <= 1:
             return [self.get(run_id, ref, seq=seq) for ref, seq in refs]

@@ -79,7 +79,9 @@ class CorruptStateError(StateStoreError):
             for label, value in (("run", run_id), ("seq", seq), ("tier", tier), ("key", key))
             if value is not None
         )
-        super().__init__(f"corrupt state ({where}): {reason}" if where else f"corrupt state: {reason}")
+        super().__init__(
+            f"corrupt state ({where}): {reason}" if where else f"corrupt state: {reason}"
+        )
 
 
 class StoreUnavailableError(StateStoreError):

@@ -46,7 +46,6 @@ from statestore.models import (
     ErrorInfo,
     JournalEntry,
     Lease,
-    RunCounters,
     RunRecord,
     RunStatus,
     RunUpdate,
@@ -84,7 +83,7 @@ class HotTier(ABC):
 
     @abstractmethod
     def _insert_run(self, record: RunRecord) -> RunRecord | None:
-        """Insert ``record`` if no run has its id. Return None if inserted, else the existing one."""
+        """Insert ``record`` unless its id is taken; return None if inserted, else the existing."""
 
     @abstractmethod
     def _load_run(self, run_id: str) -> RunRecord | None: ...

@@ -33,7 +33,7 @@ class _Frozen(BaseModel):
 
 
 class BlobRef(_Frozen):
-    """Where a large value lives in the cold tier: named by its content, so writes are idempotent."""
+    """Where a large value lives in the cold tier; named by content, so writes are idempotent."""
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)

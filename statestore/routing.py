@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from statestore import codec
-from statestore.cold import ColdTier
 from statestore.codec import Location
+from statestore.cold import ColdTier
 from statestore.hot import HotTier
 from statestore.models import BlobRef, JournalEntry, RunRecord, StoredValue
 
@@ -62,7 +62,10 @@ class StateStore:
         if isinstance(stored, BlobRef):
             data = self.cold.get(run_id, stored, seq=seq)
             where = Location(
-                run_id=run_id, seq=seq, tier=self.cold.scheme, key=self.cold.key(run_id, stored.sha256)
+                run_id=run_id,
+                seq=seq,
+                tier=self.cold.scheme,
+                key=self.cold.key(run_id, stored.sha256),
             )
         else:
             data = stored
@@ -71,13 +74,11 @@ class StateStore:
 
     def entry_values(self, run_id: str, entries: Sequence[JournalEntry]) -> list[Any]:
         """Decode the values of many entries; cold ones are fetched concurrently."""
-        refs = [
-            (e.value, e.seq) for e in entries if isinstance(e.value, BlobRef)
-        ]
+        refs = [(e.value, e.seq) for e in entries if isinstance(e.value, BlobRef)]
         fetched = dict(
             zip(
                 (seq for _, seq in refs),
-                self.cold.get_many(run_id, refs),  # type: ignore[arg-type]
+                self.cold.get_many(run_id, refs),
                 strict=True,
             )
         )

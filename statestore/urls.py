@@ -18,7 +18,7 @@ DEFAULT_COLD_URL = "file://.outlast/cold"
 
 HOT_SCHEMES = (
     "sqlite:///PATH",
-    "redis://HOST:PORT/DB",
+    "redis://HOST:PORT/DB?prefix=P",
     "dynamodb://TABLE?region=R&endpoint_url=U",
     "memory://NAME",
 )
@@ -39,7 +39,9 @@ def _int_option(options: dict[str, str], name: str, url: str) -> int | None:
     try:
         return int(options[name])
     except ValueError:
-        raise InvalidStoreUrlError(f"{name}={options[name]!r} in {url!r} is not an integer") from None
+        raise InvalidStoreUrlError(
+            f"{name}={options[name]!r} in {url!r} is not an integer"
+        ) from None
 
 
 def _bad(url: str, kind: str, accepted: tuple[str, ...], why: str) -> InvalidStoreUrlError:
@@ -67,13 +69,17 @@ def open_hot(url: str | None = None, **kwargs: Any) -> HotTier:
         from statestore.backends.sqlite import SqliteHotTier
 
         if not path_part.startswith("/") or path_part == "/":
-            raise _bad(url, "hot", HOT_SCHEMES, "write sqlite:///relative/path or sqlite:////abs/path")
+            raise _bad(
+                url, "hot", HOT_SCHEMES, "write sqlite:///relative/path or sqlite:////abs/path"
+            )
         if "synchronous" in options:
             kwargs.setdefault("synchronous", options["synchronous"].upper())
         return SqliteHotTier(path_part[1:], **kwargs)
     if scheme in ("redis", "rediss", "unix"):
         from statestore.backends.redis import RedisHotTier
 
+        if "prefix" in options:
+            kwargs.setdefault("prefix", options["prefix"])
         return RedisHotTier(url.split("?", 1)[0], **kwargs)
     if scheme == "dynamodb":
         from statestore.backends.dynamodb import DynamoHotTier
@@ -108,7 +114,9 @@ def open_cold(url: str | None = None, **kwargs: Any) -> ColdTier:
 
         if not path_part:
             raise _bad(url, "cold", COLD_SCHEMES, "no directory")
-        return FsColdTier(path_part, fsync=options.get("fsync", "1") not in ("0", "false"), **kwargs)
+        return FsColdTier(
+            path_part, fsync=options.get("fsync", "1") not in ("0", "false"), **kwargs
+        )
     if scheme == "s3":
         from statestore.backends.s3 import S3ColdTier
 

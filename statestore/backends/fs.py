@@ -24,7 +24,9 @@ class FsColdTier(ColdTier):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailableError(f"cannot create cold-tier directory {self.root}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"cannot create cold-tier directory {self.root}: {exc}"
+            ) from exc
 
     def _path(self, run_id: str, sha256: str) -> Path:
         return self.root / "runs" / run_id / "blobs" / sha256

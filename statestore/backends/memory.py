@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from statestore.cold import ColdTier
 from statestore.errors import BlobNotFoundError, RunNotFoundError
@@ -15,12 +16,13 @@ from statestore.models import JournalEntry, RunRecord, Signal
 class MemoryHotTier(HotTier):
     scheme = "memory"
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._lock = threading.Lock()
-        self._runs: dict[str, RunRecord] = {}
-        self._entries: dict[str, list[JournalEntry]] = {}
-        self._signals: dict[str, dict[str, Signal]] = {}
+    def __init__(self, *, share: MemoryHotTier | None = None, **kwargs: Any) -> None:
+        """``share``: another handle whose data this one sees (as a second connection would)."""
+        super().__init__(**kwargs)
+        self._lock: threading.Lock = share._lock if share else threading.Lock()
+        self._runs: dict[str, RunRecord] = share._runs if share else {}
+        self._entries: dict[str, list[JournalEntry]] = share._entries if share else {}
+        self._signals: dict[str, dict[str, Signal]] = share._signals if share else {}
 
     def _insert_run(self, record: RunRecord) -> RunRecord | None:
         with self._lock:

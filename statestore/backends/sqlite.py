@@ -90,7 +90,10 @@ class SqliteHotTier(HotTier):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout_ms / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -133,7 +136,9 @@ class SqliteHotTier(HotTier):
 
     def _load_run(self, run_id: str) -> RunRecord | None:
         with self._errors():
-            row = self._conn().execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = (
+                self._conn().execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            )
         return self._record(run_id, row[0]) if row else None
 
     def _write(
@@ -151,11 +156,14 @@ class SqliteHotTier(HotTier):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
-                    "UPDATE runs SET version = ?, due_at = ?, doc = ? WHERE run_id = ? AND version = ?",
+                    "UPDATE runs SET version = ?, due_at = ?, doc = ? "
+                    "WHERE run_id = ? AND version = ?",
                     (new.version, _ts(new.due_at()), doc, run_id, old.version),
                 )
                 if cur.rowcount != 1:
-                    row = conn.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                    row = conn.execute(
+                        "SELECT doc FROM runs WHERE run_id = ?", (run_id,)
+                    ).fetchone()
                     conn.execute("ROLLBACK")
                     if row is None:
                         raise RunNotFoundError(run_id)
@@ -163,7 +171,9 @@ class SqliteHotTier(HotTier):
                 if len(rows) == 1:
                     conn.execute("INSERT INTO journal (run_id, seq, doc) VALUES (?, ?, ?)", rows[0])
                 elif rows:
-                    conn.executemany("INSERT INTO journal (run_id, seq, doc) VALUES (?, ?, ?)", rows)
+                    conn.executemany(
+                        "INSERT INTO journal (run_id, seq, doc) VALUES (?, ?, ?)", rows
+                    )
                 if take is not None:
                     conn.execute(
                         "DELETE FROM signals WHERE run_id = ? AND name = ? AND signal_id = ?",
@@ -182,7 +192,8 @@ class SqliteHotTier(HotTier):
         while True:
             with self._errors():
                 rows = conn.execute(
-                    "SELECT seq, doc FROM journal WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, doc FROM journal WHERE run_id = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
                     (run_id, cursor, _PAGE),
                 ).fetchall()
             for seq, doc in rows:
@@ -203,35 +214,51 @@ class SqliteHotTier(HotTier):
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         with self._errors():
             if name is None:
-                rows = self._conn().execute(
-                    "SELECT signal_id, doc FROM signals WHERE run_id = ? ORDER BY signal_id",
-                    (run_id,),
-                ).fetchall()
+                rows = (
+                    self._conn()
+                    .execute(
+                        "SELECT signal_id, doc FROM signals WHERE run_id = ? ORDER BY signal_id",
+                        (run_id,),
+                    )
+                    .fetchall()
+                )
             else:
-                rows = self._conn().execute(
-                    "SELECT signal_id, doc FROM signals WHERE run_id = ? AND name = ? "
-                    "ORDER BY signal_id",
-                    (run_id, name),
-                ).fetchall()
+                rows = (
+                    self._conn()
+                    .execute(
+                        "SELECT signal_id, doc FROM signals WHERE run_id = ? AND name = ? "
+                        "ORDER BY signal_id",
+                        (run_id, name),
+                    )
+                    .fetchall()
+                )
         return [
-            serialize.load_signal(doc, tier=self.scheme, key=f"signals/{run_id}/{sid}", run_id=run_id)
+            serialize.load_signal(
+                doc, tier=self.scheme, key=f"signals/{run_id}/{sid}", run_id=run_id
+            )
             for sid, doc in rows
         ]
 
     def _due(self, now: datetime, limit: int) -> list[str]:
         with self._errors():
-            rows = self._conn().execute(
-                "SELECT run_id FROM runs WHERE due_at IS NOT NULL AND due_at <= ? "
-                "ORDER BY due_at LIMIT ?",
-                (now.timestamp(), limit),
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT run_id FROM runs WHERE due_at IS NOT NULL AND due_at <= ? "
+                    "ORDER BY due_at LIMIT ?",
+                    (now.timestamp(), limit),
+                )
+                .fetchall()
+            )
         return [r[0] for r in rows]
 
     def _list_runs(self, limit: int) -> list[RunRecord]:
         with self._errors():
-            rows = self._conn().execute(
-                "SELECT run_id, doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute("SELECT run_id, doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+                .fetchall()
+            )
         return [self._record(run_id, doc) for run_id, doc in rows]
 
     def _delete_run(self, run_id: str) -> None:

@@ -1,0 +1,52 @@
+# Outlast developer entry points. `make test` and `make demo` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# redis-server is a system package: the test fixtures start their own instances of it.
+.PHONY: redis-server
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing redis-server with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		else \
+			echo "redis-server is not installed: install the 'redis-server' package (apt-get install redis-server, brew install redis)"; \
+			exit 1; \
+		fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check statestore outlast || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP) redis-server
+	$(BIN)/pytest
+
+test: $(STAMP) redis-server
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/outlast run examples/research_agent.py:research --input '"durable agents on serverless"' \
+		--run-id demo-$$(date +%s) --leg-timeout 4 --evict-rate 0.3 --kill-rate 0.2 --seed 7
+
+bench: $(STAMP) redis-server
+	$(BIN)/python bench/statestore_bench.py
+
+clean:
+	rm -rf .outlast .pytest_cache .mypy_cache .ruff_cache .hypothesis
