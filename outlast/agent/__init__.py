@@ -1,0 +1,49 @@
+"""The agent layer: conversation messages, tools, and model adapters.
+
+These modules are pure: they know nothing of the durable runtime. The agent loop builds on them,
+running each model call and each tool call as a durable step.
+"""
+
+from outlast.agent.messages import Message, ModelReply, ToolCall, ToolResult, Usage
+from outlast.agent.models import (
+    Bedrock,
+    Model,
+    ModelError,
+    ModelRequestError,
+    ModelServerError,
+    ModelThrottledError,
+    Offline,
+    OpenAIChat,
+    model_from_env,
+)
+from outlast.agent.tools import (
+    Tool,
+    ToolArgumentError,
+    ToolDefinitionError,
+    as_tools,
+    to_text,
+    tool,
+)
+
+__all__ = [
+    "Bedrock",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelReply",
+    "ModelRequestError",
+    "ModelServerError",
+    "ModelThrottledError",
+    "Offline",
+    "OpenAIChat",
+    "Tool",
+    "ToolArgumentError",
+    "ToolCall",
+    "ToolDefinitionError",
+    "ToolResult",
+    "Usage",
+    "as_tools",
+    "model_from_env",
+    "to_text",
+    "tool",
+]
