@@ -49,6 +49,7 @@ from redis.retry import Retry
 from statestore import serialize
 from statestore.errors import (
     CorruptStateError,
+    InvalidStoreUrlError,
     RunNotFoundError,
     StateStoreError,
     StoreUnavailableError,
@@ -155,7 +156,7 @@ class RedisHotTier(HotTier):
         self.prefix = prefix
         self._due_key = f"{prefix}:due"
         self._runs_key = f"{prefix}:runs"
-        with self._errors():
+        try:
             self._client: redis.Redis[bytes] = redis.Redis.from_url(
                 url,
                 decode_responses=False,
@@ -164,11 +165,17 @@ class RedisHotTier(HotTier):
                 retry=Retry(NoBackoff(), 0),
                 **redis_options,
             )
+        except ValueError as exc:
+            raise InvalidStoreUrlError(f"cannot open redis store {self.url}: {exc}") from exc
         self._insert_run_script: Script = self._client.register_script(_INSERT_RUN)
         self._write_script: Script = self._client.register_script(_WRITE)
         self._insert_signal_script: Script = self._client.register_script(_INSERT_SIGNAL)
-        with self._errors():
-            self._warn_if_volatile()
+        try:
+            with self._errors():
+                self._warn_if_volatile()
+        except StateStoreError:
+            self._client.close()
+            raise
 
     # ------------------------------------------------------------------ plumbing
 

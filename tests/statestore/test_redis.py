@@ -16,6 +16,7 @@ from redis.crc import key_slot
 from statestore import (
     CorruptStateError,
     EntryKind,
+    InvalidStoreUrlError,
     JournalEntry,
     RunNotFoundError,
     StoreUnavailableError,
@@ -247,3 +248,8 @@ def test_journal_longer_than_the_record_says_is_reported_not_extended(
     assert hot.get_run("r1").next_seq == 1
     raw.close()
     hot.close()
+
+
+def test_malformed_url_is_an_invalid_store_url() -> None:
+    with pytest.raises(InvalidStoreUrlError, match="redis store"):
+        open_hot("redis://127.0.0.1:notaport/0")
