@@ -197,9 +197,15 @@ def _translate(exc: Exception) -> ModelError:
         code = str(error.get("Code", ""))
         message = f"Bedrock {code}: {error.get('Message', exc)}"
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _THROTTLED or status == 429:
+        # The code decides before the status: ModelNotReadyException comes as a 429 but means
+        # the model is still loading, not that we are sending too much.
+        if code in _THROTTLED:
             return ModelThrottledError(message, status=status, code=code)
-        if code in _SERVER or (isinstance(status, int) and status >= 500):
+        if code in _SERVER:
+            return ModelServerError(message, status=status, code=code)
+        if status == 429:
+            return ModelThrottledError(message, status=status, code=code)
+        if isinstance(status, int) and status >= 500:
             return ModelServerError(message, status=status, code=code)
         return ModelRequestError(message, status=status, code=code)
     if isinstance(exc, NoCredentialsError | NoRegionError | ParamValidationError):

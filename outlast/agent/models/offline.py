@@ -137,6 +137,10 @@ _SLOTS: dict[str, list[tuple[str, tuple[str, ...]]]] = {
 }
 
 
+_RESULT_COUNTS = frozenset({"limit", "k", "top_k", "n", "count", "max_results", "num_results"})
+_HITS_WANTED = 10
+
+
 def _matches(name: str, pattern: str) -> bool:
     return name == pattern or (len(pattern) > 2 and pattern in name)
 
@@ -170,6 +174,9 @@ def fill_arguments(tool: Tool, role: str, values: dict[str, str]) -> dict[str, A
         if slot is not None:
             arguments[name] = values[slot]
             used.add(slot)
+        elif role == "search" and kinds & {"integer"} and name.lower() in _RESULT_COUNTS:
+            # More hits per search leave more unread sources to pick from in a small corpus.
+            arguments[name] = _HITS_WANTED
         elif name in required:
             arguments[name] = _placeholder(kinds, primary)
     return arguments
