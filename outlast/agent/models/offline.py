@@ -4,9 +4,11 @@ Two modes:
 
 - Rules (the default), built for a research agent. When tools named like ``search``, ``read`` and
   ``note`` are offered, it plans sub-queries from the user's words, searches each, reads the top
-  unread hit of each search, notes the sentence that best matches the question, and after
-  ``rounds`` searches writes a report that cites the sources it read. With ``parallel=N`` it asks
-  for N tool calls per turn.
+  unread hit of each search, notes the sentence that best matches the question, and once
+  ``rounds`` searches have each found a new source (at most ``3 * rounds`` searches) writes a
+  report that cites the sources it read: about ``3 * rounds + 1`` turns, 25 by default. With
+  ``parallel=N`` it asks for N tool calls per turn. Search results it understands: see
+  ``parse_hits``.
 - Script: ``Offline(script=[...])`` replays fixed replies, malformed or unknown-tool calls
   included, and can raise model errors before a reply to exercise retries.
 
