@@ -197,11 +197,18 @@ class HotTier(ABC):
 
     # ------------------------------------------------------------------ leases
 
-    def acquire_lease(self, run_id: str, owner: str, ttl: timedelta) -> Lease:
+    def acquire_lease(
+        self, run_id: str, owner: str, ttl: timedelta, *, expect_leg: int | None = None
+    ) -> Lease:
         """Take the run's lease if it is runnable and no live lease is held.
 
         Returns a lease whose token is larger than any handed out before for this run. Raises
         ``LeaseHeldError`` (saying why) if the run is not runnable now.
+
+        ``expect_leg`` is the leg number a continuation event carries. The lease is granted only
+        to the next leg, or to a re-delivery of the last leg if that leg died holding its lease
+        (the platform's retry after a hard timeout). Any other continuation is stale or a
+        duplicate, and is refused in the same compare-and-set, so two copies cannot both run.
         """
         validate_run_id(run_id)
         record = self.get_run(run_id)
@@ -209,6 +216,14 @@ class HotTier(ABC):
             now = self.now()
             if not record.runnable(now):
                 raise LeaseHeldError(_why_not_runnable(record, now))
+            if expect_leg is not None and not (
+                expect_leg == record.counters.legs + 1
+                or (expect_leg == record.counters.legs and record.lease is not None)
+            ):
+                raise LeaseHeldError(
+                    f"run {run_id!r}: continuation for leg {expect_leg} is stale "
+                    f"({record.counters.legs} legs have started)"
+                )
             token = record.fence + 1
             lease = Lease(owner=owner, token=token, expires_at=now + ttl)
             counters = record.counters.model_copy(

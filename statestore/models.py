@@ -155,6 +155,7 @@ class JournalEntry(_Frozen):
     value: StoredValue | None = None
     error: ErrorInfo | None = None
     attempt: int = 1
+    leg: int = 0  # the leg that committed it (0: unknown)
     started_at: AwareDatetime
     ended_at: AwareDatetime
     meta: dict[str, MetaValue] = Field(default_factory=dict)

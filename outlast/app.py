@@ -1,0 +1,270 @@
+"""``App``: a registry of durable functions bound to a state store, and the calls to drive runs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from pydantic import BaseModel
+
+from outlast.budget import Budget
+from outlast.dispatch import CollectingDispatcher, Dispatcher
+from outlast.errors import FunctionNotFoundError, RunFailedError, RunNotFinishedError
+from outlast.leg import LegOutcome, run_leg
+from outlast.retry import RetryPolicy
+from outlast.values import rebuild, to_plain
+from statestore import (
+    ErrorInfo,
+    JournalEntry,
+    RunCounters,
+    RunRecord,
+    RunStatus,
+    StateStore,
+    codec,
+    open_store,
+    validate_run_id,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DurableFunction(Generic[R]):
+    """A function registered on an ``App``. Call ``start`` to begin a run of it."""
+
+    def __init__(self, app: App, name: str, fn: Callable[..., R]) -> None:
+        self.app = app
+        self.name = name
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def start(self, input: Any = None, *, run_id: str | None = None) -> str:
+        return self.app.start(self.name, input, run_id=run_id)
+
+    def __repr__(self) -> str:
+        return f"<durable {self.name} on app {self.app.name!r}>"
+
+
+class RunView(BaseModel):
+    """What ``App.status`` tells about a run (JSON-friendly)."""
+
+    run_id: str
+    function: str
+    status: RunStatus
+    result: Any = None
+    error: ErrorInfo | None = None
+    next_seq: int
+    counters: RunCounters
+    wake_at: datetime | None = None
+    waiting_for: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class App:
+    """Durable functions and the store their runs live in.
+
+    The store comes from ``OUTLAST_HOT_URL`` / ``OUTLAST_COLD_URL`` when set (so one deployment
+    setting re-points any app), else from ``hot_url`` / ``cold_url``, else the embedded default
+    under ``.outlast/``. It is opened on first use, so importing a module that defines an app
+    touches nothing.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        hot_url: str | None = None,
+        cold_url: str | None = None,
+        store: StateStore | None = None,
+        retry: RetryPolicy | None = None,
+        lease_ttl: float = 30.0,
+        lease_margin: float = 10.0,
+        handoff_margin: float | None = None,
+        inline_wait: float = 1.0,
+    ) -> None:
+        self.name = name
+        self._hot_url = hot_url
+        self._cold_url = cold_url
+        self._store = store
+        self._store_lock = threading.Lock()
+        self.retry = retry or RetryPolicy()
+        self.lease_ttl = lease_ttl
+        self.lease_margin = lease_margin
+        self.handoff_margin = (
+            handoff_margin
+            if handoff_margin is not None
+            else float(os.environ.get("OUTLAST_HANDOFF_MARGIN", "2.0"))
+        )
+        self.inline_wait = inline_wait
+        self._functions: dict[str, DurableFunction[Any]] = {}
+
+    # ------------------------------------------------------------------ store
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(
+                        os.environ.get("OUTLAST_HOT_URL") or self._hot_url,
+                        os.environ.get("OUTLAST_COLD_URL") or self._cold_url,
+                    )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # ------------------------------------------------------------------ registry
+
+    def durable(self, name: str | None = None) -> Callable[[Callable[..., R]], DurableFunction[R]]:
+        """Register a durable function ``fn(ctx, input)`` (or ``fn(ctx)``) under ``name``."""
+
+        def register(fn: Callable[..., R]) -> DurableFunction[R]:
+            key = name or fn.__name__
+            if key in self._functions and self._functions[key].fn is not fn:
+                raise ValueError(f"app {self.name!r} already has a durable function {key!r}")
+            durable = DurableFunction(self, key, fn)
+            self._functions[key] = durable
+            return durable
+
+        return register
+
+    def function(self, name: str) -> DurableFunction[Any]:
+        try:
+            return self._functions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._functions)) or "none"
+            raise FunctionNotFoundError(
+                f"app {self.name!r} has no durable function {name!r} (registered: {known})"
+            ) from None
+
+    @property
+    def functions(self) -> dict[str, DurableFunction[Any]]:
+        return dict(self._functions)
+
+    # ------------------------------------------------------------------ runs
+
+    def start(
+        self,
+        function: str | DurableFunction[Any],
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Create a run (idempotent on ``run_id`` and input) and return its id.
+
+        Nothing runs yet: a leg (``run_leg``, ``drive``, the emulator, Lambda, a worker) runs it.
+        """
+        name = function.name if isinstance(function, DurableFunction) else function
+        self.function(name)
+        run_id = validate_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        plain = to_plain(input)
+        body = codec.pack(plain)
+        stored = self.store.encode(run_id, plain)
+        self.store.hot.create_run(
+            run_id, name, input=stored, input_hash=codec.content_hash(body), tags=tags
+        )
+        return run_id
+
+    def status(self, run_id: str) -> RunView:
+        record = self.store.hot.get_run(run_id)
+        return self._view(record)
+
+    def _view(self, record: RunRecord) -> RunView:
+        result = self.store.run_result(record) if record.result is not None else None
+        return RunView(
+            run_id=record.run_id,
+            function=record.function,
+            status=record.status,
+            result=result,
+            error=record.error,
+            next_seq=record.next_seq,
+            counters=record.counters,
+            wake_at=record.wake_at,
+            waiting_for=record.waiting_for,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+    def result(self, run_id: str) -> Any:
+        """The run's result, rebuilt as the function's return type. Raises if not succeeded."""
+        record = self.store.hot.get_run(run_id)
+        if record.status is RunStatus.SUCCEEDED:
+            plain = self.store.run_result(record)
+            fn = self._functions.get(record.function)
+            return rebuild(fn.fn, plain) if fn else plain
+        if record.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise RunFailedError(run_id, record.status.value, record.error)
+        raise RunNotFinishedError(f"run {run_id!r} is {record.status.value}")
+
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send a signal; it is kept until the run waits for it, and wakes the run if it waits."""
+        stored = self.store.encode(run_id, to_plain(payload)) if payload is not None else None
+        self.store.hot.put_signal(run_id, name, stored)
+
+    def cancel(self, run_id: str) -> RunView:
+        return self._view(self.store.hot.cancel(run_id))
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        return self.store.hot.read_journal(run_id)
+
+    # ------------------------------------------------------------------ driving
+
+    def run_leg(
+        self,
+        run_id: str,
+        *,
+        budget: Budget | None = None,
+        dispatcher: Dispatcher | None = None,
+        expect_leg: int | None = None,
+        **kwargs: Any,
+    ) -> LegOutcome:
+        """Run one leg of a run in this process (see ``outlast.leg.run_leg``)."""
+        return run_leg(
+            self, run_id, budget=budget, dispatcher=dispatcher, expect_leg=expect_leg, **kwargs
+        )
+
+    def drive(
+        self,
+        run_id: str,
+        *,
+        leg_seconds: float | None = None,
+        max_wait: float = 60.0,
+        poll: float = 0.05,
+    ) -> RunView:
+        """Run legs in this process until the run ends (or waits longer than ``max_wait``).
+
+        Timers shorter than ``max_wait`` are waited out here; a run waiting for a signal that
+        does not come within ``max_wait`` is returned suspended. For tests, scripts and laptops.
+        """
+        dispatcher = CollectingDispatcher()
+        waited_since: float | None = None
+        while True:
+            budget = (
+                Budget.seconds(leg_seconds, margin=self.handoff_margin)
+                if leg_seconds is not None
+                else None
+            )
+            outcome = self.run_leg(run_id, budget=budget, dispatcher=dispatcher)
+            dispatcher.pop()
+            record = self.store.hot.get_run(run_id)
+            if record.status.terminal:
+                return self._view(record)
+            if outcome.status in ("handed_off", "completed", "failed"):
+                waited_since = None
+                continue
+            now = time.monotonic()
+            waited_since = waited_since or now
+            if now - waited_since > max_wait:
+                return self._view(record)
+            time.sleep(poll)
