@@ -137,11 +137,12 @@ class Context:
         self._budget = budget
         self._retry = retry
         self._inline_wait = inline_wait
-        self._faults = faults or FaultPlan("")
+        self._faults = faults if faults is not None else FaultPlan()
         self._timings = StepTimings(journal)
         self._lock = threading.RLock()
         self._local = threading.local()
         self._lost = False
+        self._live = False
         self.stats = LegStats()
         self.log = _ReplayQuietLogger(logger or logging.getLogger("outlast.run"), self)
 
@@ -149,7 +150,12 @@ class Context:
 
     @property
     def is_replaying(self) -> bool:
-        return self._journal.cursor < self._journal.loaded
+        """True until this leg's first live operation.
+
+        Code between the last journaled operation and the next one may also have run in an
+        earlier leg (which then suspended or handed off there), so it counts as replay too.
+        """
+        return not self._live and self._journal.loaded > 0
 
     @property
     def step_key(self) -> str:
@@ -315,6 +321,7 @@ class Context:
         *,
         key: str,
     ) -> R:
+        self._live = True
         while True:
             attempt += 1
             if retry_at is not None:
@@ -469,6 +476,7 @@ class Context:
             self._expect(entry, EntryKind.SIGNAL, name)
             self._journal.cursor += 1
             return default if entry.meta.get("timed_out") else self._value(entry)
+        self._live = True
         with self._lock:
             self._flush()
             try:
@@ -539,6 +547,7 @@ class Context:
     def _buffer(
         self, kind: EntryKind, name: str, value: Any, *, meta: dict[str, Any] | None = None
     ) -> None:
+        self._live = True
         now = utcnow()
         with self._lock:
             entry = JournalEntry(

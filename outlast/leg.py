@@ -93,8 +93,9 @@ def run_leg(
     deadline, like Lambda, needs no heartbeat), or to ``app.lease_ttl`` with a heartbeat every
     third of it when the budget is unlimited.
     """
-    budget = budget or Budget.unlimited()
-    dispatcher = dispatcher or NullDispatcher()
+    budget = budget if budget is not None else Budget.unlimited()
+    # Not `or`: an empty collecting dispatcher is falsy (it has a length).
+    dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
     store = app.store
     hot = store.hot
     remaining = budget.remaining()
