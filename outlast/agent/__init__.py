@@ -1,9 +1,10 @@
 """The agent layer: conversation messages, tools, and model adapters.
 
-These modules are pure: they know nothing of the durable runtime. The agent loop builds on them,
-running each model call and each tool call as a durable step.
+Messages, tools and models are pure: they know nothing of the durable runtime. The agent loop
+(``Agent``) builds on them, running each model call and each tool call as a durable step.
 """
 
+from outlast.agent.loop import DEFAULT_MODEL_RETRY, Agent, AgentResult, AgentStop
 from outlast.agent.messages import Message, ModelReply, ToolCall, ToolResult, Usage
 from outlast.agent.models import (
     Bedrock,
@@ -26,6 +27,10 @@ from outlast.agent.tools import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL_RETRY",
+    "Agent",
+    "AgentResult",
+    "AgentStop",
     "Bedrock",
     "Message",
     "Model",
