@@ -55,6 +55,17 @@ ensure_tool checkov "$CHECKOV_SPEC"
 SAM="$TOOLS/sam/bin/sam"
 CHECKOV="$TOOLS/checkov/bin/checkov"
 
+step "events/*.json parse"
+"$TOOLS/sam/bin/python" - events/*.json <<'PY' || fail "events/ holds invalid JSON"
+import json
+import sys
+
+for path in sys.argv[1:]:
+    with open(path, encoding="utf-8") as f:
+        json.load(f)
+print(f"{len(sys.argv) - 1} event files parse")
+PY
+
 step "sam validate --lint"
 "$SAM" validate --lint --template-file template.yaml || fail "sam validate --lint"
 
