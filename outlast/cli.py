@@ -141,8 +141,11 @@ class _Progress:
     def __call__(self, event: Event, report: EmulatorReport) -> None:
         if not self.enabled:
             return
-        leg = f"leg {event.leg}" if event.leg is not None else "recovery"
-        self.last = f"{event.kind}: {leg} {event.detail}".strip()
+        if event.kind == "done":
+            self.last = f"run {event.detail}"
+        else:
+            leg = f"leg {event.leg}" if event.leg is not None else "recovery leg"
+            self.last = f"{event.kind}: {leg} {event.detail}".strip()
         if event.kind == "leg":
             report.legs += 1  # shown live; the final count comes from the store
         if self.live is not None:
@@ -214,6 +217,13 @@ def _drive(
 
 
 def _print_report(report: EmulatorReport, as_json: bool) -> None:
+    if report.waiting_for:
+        err.print(
+            f"waiting for signal {report.waiting_for!r}: send it with "
+            f"`outlast runs signal {report.run_id} {report.waiting_for}`, then "
+            f"`outlast runs resume {report.run_id}`",
+            highlight=False,
+        )
     if as_json:
         keys = (
             "run_id",
@@ -241,13 +251,6 @@ def _print_report(report: EmulatorReport, as_json: bool) -> None:
     )
     if report.error:
         err.print(f"[red]{report.error.type}: {report.error.message}[/]", highlight=False)
-    if report.waiting_for:
-        err.print(
-            f"waiting for signal {report.waiting_for!r}: send it with "
-            f"`outlast runs signal {report.run_id} {report.waiting_for}`, then "
-            f"`outlast runs resume {report.run_id}`",
-            highlight=False,
-        )
     if report.result is not None:
         out.print_json(data=report.result, default=str)
 

@@ -186,8 +186,14 @@ class Emulator:
                     self.on_event(Event("recover", None, "no leg holds the run"), tally.report)
                 tally.deliveries.append(None)
                 return True
-            if record.status is RunStatus.SUSPENDED and record.wake_at is None:
-                return False  # waits for a signal with no timeout: nothing to do until it comes
+            if record.status is RunStatus.SUSPENDED and (
+                record.waiting_for is not None
+                or record.wake_at is None
+                or (record.wake_at - now).total_seconds() > self.max_wait - waited
+            ):
+                # Waits for a signal (someone must send it: `outlast runs signal`), or for a
+                # timer further off than we are willing to wait: report it suspended.
+                return False
             if waited >= self.max_wait:
                 return False
             due = now

@@ -87,6 +87,11 @@ def open_hot(url: str | None = None, **kwargs: Any) -> HotTier:
         table = path_part.strip("/")
         if not table:
             raise _bad(url, "hot", HOT_SCHEMES, "no table name")
+        if "retention_days" in options:
+            try:
+                kwargs.setdefault("retention_days", float(options["retention_days"]))
+            except ValueError:
+                raise _bad(url, "hot", HOT_SCHEMES, "retention_days is not a number") from None
         return DynamoHotTier(
             table,
             region=options.get("region"),
