@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean
+.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +14,6 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # redis-server is a system package: the test fixtures start their own instances of it.
-.PHONY: redis-server
 redis-server:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
@@ -28,7 +27,6 @@ redis-server:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check statestore outlast || true
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -40,13 +38,26 @@ test: $(STAMP) redis-server
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+	bash scripts/deploy_check.sh
+	bash scripts/infra_check.sh
+
+checks-deploy: $(STAMP)
+	bash scripts/deploy_check.sh
+
+checks-infra:
+	bash scripts/infra_check.sh
 
 demo: $(STAMP)
+	@run_id=demo-$$(date +%s); \
 	$(BIN)/outlast run examples/research_agent.py:research --input '"durable agents on serverless"' \
-		--run-id demo-$$(date +%s) --leg-timeout 4 --evict-rate 0.3 --kill-rate 0.2 --seed 7
+		--run-id $$run_id --leg-timeout 3 --evict-rate 0.3 --kill-rate 0.2 --seed 7 && \
+	$(BIN)/outlast runs show $$run_id
 
 bench: $(STAMP) redis-server
 	$(BIN)/python bench/statestore_bench.py
+	$(BIN)/python bench/runtime_bench.py
+	$(BIN)/python bench/agent_bench.py
+	$(BIN)/python bench/worker_bench.py
 
 clean:
 	rm -rf .outlast .pytest_cache .mypy_cache .ruff_cache .hypothesis
