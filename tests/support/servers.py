@@ -98,7 +98,11 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        # The project's own venv first: a moto_server elsewhere on PATH may be another version.
+        own = Path(sys.executable).parent / "moto_server"
+        binary = str(own) if own.exists() else shutil.which("moto_server")
+        if binary is None:
+            raise RuntimeError("moto_server is not installed; `make test` installs moto[server]")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
         self.proc = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(self.port)],
