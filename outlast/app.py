@@ -234,6 +234,17 @@ class App:
             self, run_id, budget=budget, dispatcher=dispatcher, expect_leg=expect_leg, **kwargs
         )
 
+    def lambda_handler(self, **options: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """An AWS Lambda ``handler(event, context)`` whose invocations are legs of this app's runs.
+
+        Options: ``event_mapper`` (maps SQS records, EventBridge and other events to a
+        ``StartRequest``), ``lambda_client``, ``service``, ``observability``, ``min_leg_seconds``.
+        See ``outlast.platforms.aws_lambda``.
+        """
+        from outlast.platforms.aws_lambda import LambdaHandler
+
+        return LambdaHandler(self, **options)
+
     def drive(
         self,
         run_id: str,

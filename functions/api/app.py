@@ -1,9 +1,21 @@
-"""Lambda entry point of the runs HTTP API (start, status, signal, cancel)."""
+"""Lambda entry point of the runs HTTP API (start, status, signal, cancel).
+
+It imports the agent's app for its registry (an unknown function is refused with 400 before
+anything is written) and for reading results; legs run in the agent function, which this one
+invokes asynchronously (``OUTLAST_AGENT_FUNCTION``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import tempfile
+from pathlib import Path
 
+os.environ.setdefault("OUTLAST_NOTES_DIR", str(Path(tempfile.gettempdir()) / "outlast-notes"))
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    raise NotImplementedError("wired in by the runtime issue")
+from examples.research_agent import app
+from outlast.platforms.api import ApiHandler
+
+__all__ = ["app", "handler"]
+
+handler = ApiHandler(app)

@@ -1,0 +1,257 @@
+"""The runs HTTP API (API Gateway HTTP API, payload 2.0), served by powertools' event handler.
+
+- ``POST /runs``, body ``{"function", "input"?, "run_id"?}``: create the run (idempotent on
+  run_id and input), dispatch its first leg to the agent function; 202.
+- ``GET /runs/{run_id}``: status, result or error, counters; 200.
+- ``POST /runs/{run_id}/signals/{name}``, body ``{"payload": ...}`` or empty: send the signal,
+  and dispatch a leg if the signal woke the run; 202.
+- ``POST /runs/{run_id}/cancel``: cancel; 200 with the run's view.
+
+Bad requests get a JSON ``{"error": {"code", "message"}}`` and change nothing in the store:
+
+- 400: malformed JSON, a body of the wrong shape, an illegal run id or signal name, an unknown
+  function;
+- 404: no such run;
+- 409: a run id taken by a run of another function or input, or a signal to a run that ended;
+- 413: a body over ``MAX_BODY_BYTES`` (256 KiB, as sent: before base64 decoding).
+
+Every check that can refuse a request runs before the first write: a large input or payload is
+written to the cold tier before its hot record, so a refusal after that would leave a stray blob
+(garbage, never corruption, but also never needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from outlast.platforms.aws_lambda import InvokeClient, LambdaDispatcher, default_lambda_client
+from statestore import (
+    InvalidRunIdError,
+    RunConflictError,
+    RunEndedError,
+    RunNotFoundError,
+    validate_run_id,
+)
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+
+    from outlast.app import App
+
+__all__ = ["MAX_BODY_BYTES", "ApiError", "ApiHandler"]
+
+log = logging.getLogger("outlast.api")
+
+MAX_BODY_BYTES = 256 * 1024
+_SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+_START_FIELDS = frozenset({"function", "input", "run_id"})
+
+
+class ApiError(Exception):
+    """A request refused with ``status``; nothing was written."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ApiHandler:
+    """``handler(event, context)`` for the API function of ``app``.
+
+    Legs are dispatched to ``OUTLAST_AGENT_FUNCTION`` (or ``agent_function``).
+    ``lambda_client`` may be replaced (tests capture the invokes).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        agent_function: str | None = None,
+        lambda_client: InvokeClient | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.app = app
+        self.agent_function = agent_function
+        self.lambda_client = lambda_client
+        self.max_body_bytes = max_body_bytes
+        self.resolver = self._routes()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return self.resolver.resolve(event, context)
+
+    def _dispatcher(self) -> LambdaDispatcher:
+        function = self.agent_function or os.environ.get("OUTLAST_AGENT_FUNCTION")
+        if not function:
+            raise RuntimeError("OUTLAST_AGENT_FUNCTION names no agent function to dispatch to")
+        client = self.lambda_client
+        return LambdaDispatcher(client if client is not None else default_lambda_client, function)
+
+    # ------------------------------------------------------------------ routes
+
+    def _routes(self) -> APIGatewayHttpResolver:
+        from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+        api = APIGatewayHttpResolver()
+
+        @api.exception_handler(ApiError)  # type: ignore[untyped-decorator]
+        def refused(exc: ApiError) -> Response[str]:
+            event = api.current_event
+            log.info("refused %s %s: %s", event.http_method, event.path, exc)
+            return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+
+        @api.post("/runs")
+        def start_run() -> Response[str]:
+            body = self._json_body(api, required=True)
+            if not isinstance(body, dict) or not _START_FIELDS.issuperset(body):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    'the body must be an object {"function": ..., "input": ..., "run_id": ...}',
+                )
+            function = body.get("function")
+            if not isinstance(function, str) or not function:
+                raise ApiError(400, "bad_request", "'function' must name a durable function")
+            if function not in self.app.functions:
+                known = ", ".join(sorted(self.app.functions)) or "none"
+                raise ApiError(
+                    400, "unknown_function", f"no durable function {function!r} (known: {known})"
+                )
+            run_id = body.get("run_id")
+            if run_id is not None:
+                run_id = _run_id(run_id)
+            try:
+                run_id = self.app.start(function, body.get("input"), run_id=run_id)
+            except RunConflictError as exc:
+                raise ApiError(409, "conflict", str(exc)) from None
+            except TypeError as exc:
+                raise ApiError(400, "bad_request", f"the input cannot be stored: {exc}") from None
+            dispatched = self._dispatcher().send(_continue(run_id, 1))
+            record = self.app.store.hot.get_run(run_id)
+            return _json(
+                202,
+                {"run_id": run_id, "status": record.status.value, "dispatched": dispatched},
+            )
+
+        @api.get("/runs/<run_id>")
+        def get_run(run_id: str) -> Response[str]:
+            run_id = _run_id(run_id)
+            try:
+                view = self.app.status(run_id)
+            except RunNotFoundError:
+                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
+            return _json(200, view.model_dump(mode="json"))
+
+        @api.post("/runs/<run_id>/signals/<name>")
+        def send_signal(run_id: str, name: str) -> Response[str]:
+            run_id = _run_id(run_id)
+            if not _SIGNAL_NAME.match(name):
+                raise ApiError(
+                    400, "bad_signal_name", "a signal name is 1-128 of A-Z a-z 0-9 _ . : -"
+                )
+            body = self._json_body(api, required=False)
+            if body is None:
+                payload = None
+            elif isinstance(body, dict) and set(body) <= {"payload"}:
+                payload = body.get("payload")
+            else:
+                raise ApiError(400, "bad_request", 'the body must be {"payload": ...} or empty')
+            hot = self.app.store.hot
+            record = hot.find_run(run_id)
+            if record is None:
+                raise ApiError(404, "not_found", f"run {run_id!r} does not exist")
+            if record.status.terminal:
+                raise ApiError(409, "run_ended", f"run {run_id!r} has {record.status.value}")
+            try:
+                self.app.signal(run_id, name, payload)
+            except RunEndedError as exc:  # it ended between the look and the write
+                raise ApiError(409, "run_ended", str(exc)) from None
+            after = hot.get_run(run_id)
+            woke = after.status.value == "suspended" and after.runnable(hot.now())
+            dispatched = self._dispatcher().recover(run_id) if woke else False
+            return _json(
+                202, {"run_id": run_id, "signal": name, "woke": woke, "dispatched": dispatched}
+            )
+
+        @api.post("/runs/<run_id>/cancel")
+        def cancel_run(run_id: str) -> Response[str]:
+            run_id = _run_id(run_id)
+            self._check_size(api)
+            try:
+                view = self.app.cancel(run_id)
+            except RunNotFoundError:
+                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
+            return _json(200, view.model_dump(mode="json"))
+
+        return api
+
+    # ------------------------------------------------------------------ body
+
+    def _raw_body(self, api: APIGatewayHttpResolver) -> bytes:
+        event = api.current_event
+        raw = event.body or ""
+        # Checked on what API Gateway delivered, before decoding anything.
+        if len(raw) > self.max_body_bytes * (4 / 3 if event.is_base64_encoded else 1) + 4:
+            raise ApiError(
+                413, "too_large", f"the body is over the {self.max_body_bytes}-byte limit"
+            )
+        if not event.is_base64_encoded:
+            data = raw.encode("utf-8")
+        else:
+            try:
+                data = base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(400, "bad_request", "the body is not valid base64") from None
+        if len(data) > self.max_body_bytes:
+            raise ApiError(
+                413, "too_large", f"the body is over the {self.max_body_bytes}-byte limit"
+            )
+        return data
+
+    def _check_size(self, api: APIGatewayHttpResolver) -> None:
+        self._raw_body(api)
+
+    def _json_body(self, api: APIGatewayHttpResolver, *, required: bool) -> Any:
+        data = self._raw_body(api)
+        if not data.strip():
+            if required:
+                raise ApiError(400, "bad_request", "the request needs a JSON body")
+            return None
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _run_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_run_id", "run_id must be a string")
+    try:
+        return validate_run_id(value)
+    except InvalidRunIdError:
+        raise ApiError(
+            400, "bad_run_id", f"illegal run id {value[:80]!r}: use 1-64 of A-Z a-z 0-9 _ -"
+        ) from None
+
+
+def _continue(run_id: str, leg: int | None) -> dict[str, Any]:
+    from outlast.platforms.lambda_events import continuation_event
+
+    return continuation_event(run_id, leg)
+
+
+def _json(status: int, body: dict[str, Any]) -> Response[str]:
+    from aws_lambda_powertools.event_handler import Response
+
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body, separators=(",", ":"), default=str),
+    )
