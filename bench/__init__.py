@@ -1,0 +1,1 @@
+"""Benchmark scripts that print figures; run them from the repository root (see README)."""
