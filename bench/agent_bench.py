@@ -1,0 +1,351 @@
+"""What one agent turn costs the store, at turn 10 and at turn 200, on SQLite and on Redis.
+
+Run from the repository root::
+
+    .venv/bin/python bench/agent_bench.py [--stores sqlite,redis] [--turns 200] [--runs 5] [--json]
+
+The agent is the real ``outlast.agent.Agent`` driven by the offline model in script mode: every
+turn calls one tool, ``fetch``, that returns about 2 KB of text, so each turn adds about 2 KB to
+the conversation. The run goes through the real runtime (``App.drive``), one leg, committing each
+step with a fenced append.
+
+Measured by wrapping the store the run uses:
+
+- bytes of a turn: what that turn's commits wrote to both tiers: the serialized journal entries
+  and run record of each hot write, plus any cold blob;
+- commit ms of a turn: the wall time of that turn's hot appends (model step + tool step);
+- ``*_at_10`` / ``*_at_200``: the median over the ten turns 6-15 and 191-200 of each turn's
+  fastest commit time among ``--runs`` runs (other processes on the machine only ever add time,
+  so the fastest is the best estimate of what the commit itself costs);
+- stored_bytes: the run's bytes at rest in both tiers (journal entries, run record, blobs);
+- conversation_bytes: the conversation's messages as JSON, as rebuilt by a replay of the journal.
+
+Values above 1 KB are zstd-compressed by the codec; the tool's text is drawn from a 2,000-word
+vocabulary, which compresses about as well as ordinary prose. The script starts its own
+redis-server on a free loopback port, keeps every file in a temporary directory, and stops what it
+started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from outlast import App, Budget, Context, RetryPolicy  # noqa: E402
+from outlast.agent import (  # noqa: E402
+    Agent,
+    AgentResult,
+    Message,
+    ModelReply,
+    Offline,
+    ToolCall,
+    Usage,
+    tool,
+)
+from outlast.agent.models.offline import ScriptItem  # noqa: E402
+from statestore import (  # noqa: E402
+    BlobRef,
+    JournalEntry,
+    RunStatus,
+    StateStore,
+    open_store,
+    serialize,
+)
+from tests.support.servers import RedisServer  # noqa: E402
+
+STORES = ("sqlite", "redis")
+TOOL_TEXT_BYTES = 2000
+WINDOW = 10
+TARGET_RATIO = 1.2
+TARGET_STORED = 1.5
+
+_VOCABULARY = [
+    "".join(random.Random(n).choices("abcdefghijklmnopqrstuvwxyz", k=3 + n % 8))
+    for n in range(2000)
+]
+
+
+@tool
+def fetch(page: int) -> str:
+    """Fetch one page of text."""
+    rng = random.Random(page)
+    words: list[str] = []
+    size = 0
+    while size < TOOL_TEXT_BYTES:
+        word = rng.choice(_VOCABULARY)
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)[:TOOL_TEXT_BYTES]
+
+
+def scripted_replies(turns: int) -> list[ScriptItem]:
+    """One fetch per turn, then an answer. The usage is given rather than counted: the offline
+    model would otherwise count every word of the conversation on each call, work that grows with
+    the history inside this process (a real model counts on the provider's side) and that would
+    leave the caches cold for the commit that follows. It grows as a real model's input would."""
+    per_turn = TOOL_TEXT_BYTES // 6  # about six bytes per word of the tool's text
+    replies: list[ScriptItem] = [
+        ModelReply(
+            message=Message.assistant(
+                "", [ToolCall(id=f"call-{n}", name="fetch", arguments={"page": n})]
+            ),
+            usage=Usage(input_tokens=40 + n * (per_turn + 12), output_tokens=12),
+            stop_reason="tool_use",
+            model="offline",
+        )
+        for n in range(turns)
+    ]
+    final = Usage(input_tokens=40 + turns * (per_turn + 12), output_tokens=1)
+    replies.append(
+        ModelReply(
+            message=Message.assistant("[offline model] done"),
+            usage=final,
+            stop_reason="end_turn",
+            model="offline",
+        )
+    )
+    return replies
+
+
+@dataclass
+class Meter:
+    """Bytes and commit time per turn, from wrappers around the store the run writes to."""
+
+    turn: int = 0  # 1-based; a hot append holding a model entry starts the next turn
+    bytes: dict[int, int] = field(default_factory=dict)
+    commit_s: dict[int, float] = field(default_factory=dict)
+    pending_cold: int = 0
+
+    def add(self, table: dict[int, Any], amount: float) -> None:
+        table[self.turn] = table.get(self.turn, 0) + amount
+
+
+@contextmanager
+def metered(store: StateStore, meter: Meter) -> Iterator[None]:
+    hot, cold = store.hot, store.cold
+    append, write, put = hot.append, hot._write, cold.put
+
+    def timed_append(run_id: str, token: int, entries: Any, update: Any = None) -> Any:
+        if any(e.name == "model" for e in entries):
+            meter.turn += 1
+        started = time.perf_counter()
+        try:
+            return append(run_id, token, entries, update)
+        finally:
+            meter.add(meter.commit_s, time.perf_counter() - started)
+
+    def counted_write(old: Any, new: Any, entries: Any, take: Any) -> Any:
+        written = len(serialize.dump(new)) + sum(len(serialize.dump(e)) for e in entries)
+        meter.add(meter.bytes, written + meter.pending_cold)
+        meter.pending_cold = 0
+        return write(old, new, entries, take)
+
+    def counted_put(run_id: str, data: bytes, *args: Any, **kwargs: Any) -> BlobRef:
+        meter.pending_cold += len(data)  # written just before the hot append that refers to it
+        return put(run_id, data, *args, **kwargs)
+
+    setattr(hot, "append", timed_append)  # noqa: B010 - instance-level wrapping
+    setattr(hot, "_write", counted_write)  # noqa: B010
+    setattr(cold, "put", counted_put)  # noqa: B010
+    try:
+        yield
+    finally:
+        for name in ("append", "_write"):
+            delattr(hot, name)
+        delattr(cold, "put")
+
+
+@dataclass
+class RunFigures:
+    bytes_per_turn: dict[int, int]
+    commit_ms: dict[int, float]
+    stored_bytes: int
+    conversation_bytes: int
+    snapshot_bytes: int  # what writing the whole conversation at every turn would have written
+    replay_ms: float
+
+
+def one_run(store: StateStore, turns: int, run_no: int) -> RunFigures:
+    agent = Agent(Offline(script=scripted_replies(turns)), [fetch], max_turns=turns + 1)
+    app = App(f"agent-bench-{run_no}", store=store)
+
+    @app.durable()
+    def bench(ctx: Context, prompt: str) -> dict[str, Any]:
+        result = agent.run(ctx, prompt)
+        return {"turns": result.turns, "stop": result.stop}
+
+    run_id = app.start(bench, "Fetch every page.", run_id=f"bench-{run_no}-{time.time_ns()}")
+    meter = Meter()
+    with metered(store, meter):
+        view = app.drive(run_id)
+    if view.status is not RunStatus.SUCCEEDED:
+        raise RuntimeError(f"the bench run ended {view.status.value}: {view.error}")
+
+    journal = store.hot.read_journal(run_id)
+    record = store.hot.get_run(run_id)
+    stored = len(serialize.dump(record)) + sum(_at_rest(e) for e in journal)
+
+    started = time.perf_counter()
+    result = _replay(store, run_id, journal, agent)
+    replay_ms = (time.perf_counter() - started) * 1000
+    sizes = [len(json.dumps(m.model_dump(mode="json"))) for m in result.messages]
+    conversation = len(json.dumps([m.model_dump(mode="json") for m in result.messages]))
+    # Turn n ends with messages[2n] (prompt, then an assistant and a tool message per turn).
+    snapshot = sum(sum(sizes[: 2 * n + 1]) for n in range(1, turns + 1))
+    return RunFigures(
+        bytes_per_turn={t: meter.bytes[t] for t in range(1, turns + 1)},
+        commit_ms={t: meter.commit_s[t] * 1000 for t in range(1, turns + 1)},
+        stored_bytes=stored,
+        conversation_bytes=conversation,
+        snapshot_bytes=snapshot,
+        replay_ms=replay_ms,
+    )
+
+
+def _at_rest(entry: JournalEntry) -> int:
+    blob = entry.value.size if isinstance(entry.value, BlobRef) else 0
+    return len(serialize.dump(entry)) + blob
+
+
+def _replay(
+    store: StateStore, run_id: str, journal: list[JournalEntry], agent: Agent
+) -> AgentResult:
+    """The conversation, rebuilt from the journal alone (no lease: nothing may run live)."""
+    ctx = Context(
+        store=store,
+        run_id=run_id,
+        token=0,
+        leg=0,
+        journal=journal,
+        budget=Budget.unlimited(),
+        retry=RetryPolicy(),
+    )
+    result = agent.run(ctx, "Fetch every page.")
+    if ctx.stats.steps_executed:
+        raise RuntimeError("the replay ran steps live")
+    return result
+
+
+def window(series: dict[int, float], at: int, turns: int) -> float:
+    lo = max(1, min(at - WINDOW // 2 + 1, turns - WINDOW + 1))
+    return statistics.median(series[t] for t in range(lo, lo + WINDOW))
+
+
+def bench_store(store_factory: Callable[[], StateStore], turns: int, runs: int) -> dict[str, Any]:
+    figures: list[RunFigures] = []
+    for run_no in range(runs):
+        store = store_factory()
+        try:
+            figures.append(one_run(store, turns, run_no))
+        finally:
+            store.close()
+    per_turn_bytes = {
+        t: statistics.median(f.bytes_per_turn[t] for f in figures) for t in range(1, turns + 1)
+    }
+    per_turn_ms = {t: min(f.commit_ms[t] for f in figures) for t in range(1, turns + 1)}
+    last = figures[-1]
+    return {
+        "bytes_per_turn_at_10": round(window(per_turn_bytes, 10, turns), 1),
+        "bytes_per_turn_at_200": round(window(per_turn_bytes, turns, turns), 1),
+        "commit_ms_at_10": round(window(per_turn_ms, 10, turns), 4),
+        "commit_ms_at_200": round(window(per_turn_ms, turns, turns), 4),
+        "stored_bytes": last.stored_bytes,
+        "conversation_bytes": last.conversation_bytes,
+        "_snapshot_bytes": last.snapshot_bytes,
+        "_replay_ms": round(statistics.median(f.replay_ms for f in figures), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--stores", default=",".join(STORES))
+    parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    args = parser.parse_args(argv)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    unknown = set(stores) - set(STORES)
+    if unknown or args.turns < 20 or args.runs < 1:
+        parser.error(f"stores are {', '.join(STORES)}; --turns >= 20; --runs >= 1")
+
+    results: dict[str, dict[str, Any]] = {}
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-bench-")))
+        for name in stores:
+            factory = _factory(name, tmp, stack)
+            results[name] = bench_store(factory, args.turns, args.runs)
+
+    _print_table(results, args.turns)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    s: {k: v for k, v in r.items() if not k.startswith("_")}
+                    for s, r in results.items()
+                }
+            )
+        )
+    return 0
+
+
+def _factory(name: str, tmp: Path, stack: ExitStack) -> Callable[[], StateStore]:
+    counter = iter(range(1_000_000))
+    if name == "sqlite":
+
+        def sqlite_store() -> StateStore:
+            n = next(counter)
+            return open_store(f"sqlite:///{tmp}/hot-{n}.db", f"file://{tmp}/cold-sqlite-{n}")
+
+        return sqlite_store
+    workdir = tmp / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir=workdir, persistent=True)  # appendonly, as durable runs need
+    server.start()
+    stack.callback(server.stop)
+
+    def redis_store() -> StateStore:
+        n = next(counter)
+        return open_store(server.url, f"file://{tmp}/cold-redis-{n}")
+
+    return redis_store
+
+
+def _print_table(results: dict[str, dict[str, Any]], turns: int) -> None:
+    header = (
+        f"{'store':<8}{'B/turn@10':>11}{f'B/turn@{turns}':>12}{'ratio':>7}"
+        f"{'ms@10':>9}{f'ms@{turns}':>9}{'ratio':>7}{'stored':>10}{'convers.':>10}{'ratio':>7}"
+        f"{'snapshots':>12}{'replay ms':>11}"
+    )
+    print(header)
+    for name, r in results.items():
+        b10, b200 = r["bytes_per_turn_at_10"], r["bytes_per_turn_at_200"]
+        m10, m200 = r["commit_ms_at_10"], r["commit_ms_at_200"]
+        stored, conv = r["stored_bytes"], r["conversation_bytes"]
+        print(
+            f"{name:<8}{b10:>11.0f}{b200:>12.0f}{b200 / b10:>7.2f}"
+            f"{m10:>9.3f}{m200:>9.3f}{m200 / m10:>7.2f}{stored:>10}{conv:>10}"
+            f"{stored / conv:>7.2f}{r['_snapshot_bytes']:>12}{r['_replay_ms']:>11.1f}"
+        )
+    print(
+        f"targets: turn-{turns} bytes and commit time within {TARGET_RATIO}x of turn 10; "
+        f"stored at most {TARGET_STORED}x the conversation. 'snapshots' is what writing the whole "
+        "conversation at every turn would have written."
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
