@@ -195,7 +195,7 @@ class Observability:
             AmazonCloudWatchEMFProvider,
         )
 
-        service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "outlast"
+        service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "outlast-lambda"
         namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Outlast"
         self.logger = logger or Logger(service=service)
         # A provider with its own sets: powertools' Metrics otherwise shares one set per process.
@@ -214,18 +214,23 @@ class Observability:
         """Route the runtime's log lines through the JSON logger; flush metrics at the end."""
         handler = self.logger.registered_handler
         runtime = logging.getLogger(_RUNTIME_LOGGER)
+        # A service named "outlast" makes powertools' logger the runtime's logger itself: its
+        # lines reach the handler already.
+        route = self.logger.name.split(".")[0] != _RUNTIME_LOGGER
         saved = (runtime.level, runtime.propagate)
         handler.addFilter(self._fields)
-        runtime.addHandler(handler)
-        # Lambda's own root handler would print every runtime line a second time, as text.
-        runtime.propagate = False
-        runtime.setLevel(self.logger.log_level)
+        if route:
+            runtime.addHandler(handler)
+            # Lambda's own root handler would print every runtime line a second time, as text.
+            runtime.propagate = False
+            runtime.setLevel(self.logger.log_level)
         try:
             yield
         finally:
-            runtime.removeHandler(handler)
-            runtime.setLevel(saved[0])
-            runtime.propagate = saved[1]
+            if route:
+                runtime.removeHandler(handler)
+                runtime.setLevel(saved[0])
+                runtime.propagate = saved[1]
             handler.removeFilter(self._fields)
             self._fields.clear()
             if self.metrics.provider.metric_set:

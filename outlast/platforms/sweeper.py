@@ -92,6 +92,7 @@ class SweeperHandler:
         grace: float = DEFAULT_GRACE,
     ) -> None:
         self._hot = hot
+        self._opened: tuple[str, HotTier] | None = None
         self.agent_function = agent_function
         self.lambda_client = lambda_client
         self.limit = limit
@@ -99,11 +100,18 @@ class SweeperHandler:
 
     @property
     def hot(self) -> HotTier:
-        if self._hot is None:
-            from statestore import open_hot
+        """The given tier, else the one ``OUTLAST_HOT_URL`` names (kept while the URL stays)."""
+        if self._hot is not None:
+            return self._hot
+        from statestore import open_hot
+        from statestore.urls import DEFAULT_HOT_URL, HOT_ENV
 
-            self._hot = open_hot()
-        return self._hot
+        url = os.environ.get(HOT_ENV) or DEFAULT_HOT_URL
+        if self._opened is None or self._opened[0] != url:
+            if self._opened is not None:
+                self._opened[1].close()
+            self._opened = (url, open_hot(url))
+        return self._opened[1]
 
     def _client(self) -> InvokeClient:
         return self.lambda_client if self.lambda_client is not None else default_lambda_client()
