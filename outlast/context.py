@@ -343,7 +343,7 @@ class Context:
                 self._account(step, elapsed)
                 info = error_info(exc)
                 if attempt < policy.max_attempts and policy.retryable(exc):
-                    delay = policy.delay(attempt)
+                    delay = policy.delay(attempt, exc=exc)
                     ended = utcnow()
                     self._commit_step(
                         step,
@@ -374,6 +374,7 @@ class Context:
             elapsed = time.perf_counter() - clock
             self._account(step, elapsed)
             plain = to_plain(result)
+            self._faults.point("before-cold")
             try:
                 stored = self._store.encode(self.run_id, plain, tier=tier)
             except TypeError as exc:

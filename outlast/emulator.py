@@ -249,7 +249,7 @@ class Emulator:
         if roll < self.faults.kill_rate:
             if self.rng.random() < 0.5:
                 return _Plan(kill_at=self.rng.uniform(lo, self.leg_timeout))
-            phase = self.rng.choice(PHASES[1:])
+            phase = self.rng.choice(PHASES)
             return _Plan(commit_fault=f"commit:{self.rng.randint(1, 8)}:{phase}")
         if roll < self.faults.kill_rate + self.faults.evict_rate:
             return _Plan(evict_at=self.rng.uniform(lo, self.leg_timeout))

@@ -33,5 +33,7 @@ class FaultPlan:
         self._commits += 1
 
     def point(self, phase: str) -> None:
-        if self.commit_no is not None and self._commits == self.commit_no and phase == self.phase:
+        # "before-cold" runs while a step's value is encoded, before its commit is counted.
+        number = self._commits + 1 if phase == "before-cold" else self._commits
+        if self.commit_no is not None and number == self.commit_no and phase == self.phase:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -38,13 +38,21 @@ class RetryPolicy:
             return False
         return not self.retry_on or isinstance(exc, self.retry_on)
 
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, exc: BaseException | None = None
+    ) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        A server that said when to come back (an error with ``retry_after`` seconds, as the
+        model adapters raise for HTTP 429) is not asked again sooner than that.
+        """
         ceiling = min(self.max_delay, self.initial_delay * self.backoff ** (attempt - 1))
-        if not self.jitter:
-            return ceiling
         # Full jitter spreads a thundering herd of retries (AWS architecture blog's advice).
-        return (rng or random).uniform(0, ceiling)
+        chosen = (rng or random).uniform(0, ceiling) if self.jitter else ceiling
+        asked = getattr(exc, "retry_after", None)
+        if isinstance(asked, int | float) and asked > chosen:
+            return min(float(asked), self.max_delay)
+        return chosen
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)

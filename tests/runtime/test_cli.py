@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def last_json(proc: subprocess.CompletedProcess[str]) -> object:
+def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -73,7 +74,7 @@ def test_signal_show_list_resume_cancel(tmp_path: Path) -> None:
     assert "outlast runs signal ap1 approve" in " ".join(proc.stderr.split())
 
     listed = last_json(cli("runs", "list", "--json", cwd=tmp_path))
-    assert [(r["run_id"], r["status"]) for r in listed] == [("ap1", "suspended")]  # type: ignore[union-attr,index]
+    assert [(r["run_id"], r["status"]) for r in listed] == [("ap1", "suspended")]
 
     sent = cli(
         "runs", "signal", "ap1", "approve", "--payload", '{"ok": true}', "--json", cwd=tmp_path

@@ -362,3 +362,31 @@ def test_replay_is_quiet_in_the_log(app: App, caplog: pytest.LogCaptureFixture) 
         app.signal(run_id, "go")
         app.drive(run_id)
     assert [r.getMessage() for r in caplog.records if r.name == "outlast.run"] == ["after step one"]
+
+
+def test_retry_after_from_the_server_is_honoured() -> None:
+    class Throttled(Exception):
+        retry_after = 7.5
+
+    policy = RetryPolicy(initial_delay=0.1, max_delay=60)
+    assert policy.delay(1, exc=Throttled()) == 7.5
+    assert policy.delay(1, exc=ValueError()) <= 0.1
+    assert RetryPolicy(max_delay=5).delay(1, exc=Throttled()) == 5
+
+
+def test_before_cold_fault_point_fires_at_the_right_commit(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from outlast.faults import FaultPlan\n"
+        "plan = FaultPlan('commit:2:before-cold')\n"
+        "plan.point('before-cold'); plan.next_commit()\n"
+        "print('first commit survived', flush=True)\n"
+        "plan.point('before-cold'); print('not reached', flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == -9
+    assert proc.stdout == "first commit survived\n"
