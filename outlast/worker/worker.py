@@ -19,21 +19,24 @@ expires and another worker recovers the run, repeating only that step.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from outlast.app import App
 from outlast.budget import Budget
+from outlast.context import Context
 from outlast.errors import FunctionNotFoundError, TargetError
 from outlast.leg import LegOutcome
 from outlast.worker.health import HealthServer
 from outlast.worker.queues import BadMessageError, Message, QueueError, WorkQueue
-from statestore import RunStatus, StateStoreError, utcnow
+from statestore import HotTier, LeaseLostError, RunStatus, StateStoreError, utcnow
 
 log = logging.getLogger("outlast.worker")
 
@@ -81,13 +84,77 @@ class _Held:
     started: float = field(default_factory=time.monotonic)
 
 
-class Worker:
-    """Drives legs of ``app``'s runs from ``queue`` until drained."""
+class _LeaseKeeper:
+    """Renews one leg's lease through a hot tier of its own, while the leg runs.
 
-    def __init__(self, app: App, queue: WorkQueue, config: WorkerConfig | None = None) -> None:
+    Why not ``run_leg(heartbeat=...)``: that heartbeat renews through the leg's own ``HotTier``,
+    whose per-run cache of the last written record (``_held``) both threads then write. When
+    the renewal's write lands first and its cache update last, the cache goes back to a record
+    with an older ``next_seq``, and the leg's next append fails its sequence check
+    (SequenceConflictError) before the version check can notice: the step just run is lost and
+    runs again in the next leg. A second tier has its own cache; the version check alone then
+    orders the two writers.
+    """
+
+    def __init__(self, hot: HotTier, run_id: str, owner: str, ttl: float, every: float) -> None:
+        self._hot = hot
+        self._run_id = run_id
+        self._owner = owner
+        self._ttl = timedelta(seconds=ttl)
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, ctx: Context) -> None:
+        record = self._hot.get_run(self._run_id)
+        lease = record.lease
+        if lease is None or lease.owner != self._owner:
+            ctx.mark_lease_lost()  # taken over already, between our acquisition and now
+            return
+        self._thread = threading.Thread(
+            target=self._loop,
+            args=(ctx, lease.token),
+            daemon=True,
+            name=f"outlast-lease-{self._run_id}",
+        )
+        self._thread.start()
+
+    def _loop(self, ctx: Context, token: int) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._hot.renew_lease(self._run_id, token, self._ttl)
+            except LeaseLostError:
+                ctx.mark_lease_lost()
+                return
+            except StateStoreError as exc:
+                log.warning("run %s: lease renewal failed, will retry: %s", self._run_id, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class Worker:
+    """Drives legs of ``app``'s runs from ``queue`` until drained.
+
+    ``lease_hot`` is a second connection to the app's hot tier, for lease renewals (see
+    ``_LeaseKeeper``); without it the legs renew through ``run_leg``'s own heartbeat.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        queue: WorkQueue,
+        config: WorkerConfig | None = None,
+        *,
+        lease_hot: HotTier | None = None,
+    ) -> None:
         self.app = app
         self.queue = queue
         self.config = config or WorkerConfig()
+        self.lease_hot = lease_hot
+        self._legs = itertools.count(1)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._draining = threading.Event()
         self._stopping = threading.Event()
@@ -95,6 +162,7 @@ class Worker:
         self._held: dict[int, _Held] = {}
         self._deadline: float | None = None
         self._drain_reason = ""
+        self._signalled: tuple[str, float] | None = None
         self._unknown: dict[str, float] = {}
         self._swept: dict[str, Any] = {}
         self.outcomes: dict[str, int] = {}
@@ -111,11 +179,23 @@ class Worker:
         with self._lock:
             return len(self._held)
 
-    def drain(self, reason: str, grace: float | None = None) -> None:
-        """Stop taking runs and ask every leg in flight to hand off. Safe from any thread and
-        from a signal handler; a second call can only bring the deadline closer."""
+    def signal_drain(self, reason: str) -> None:
+        """Ask for a drain from a signal handler: the main loop does it within 50 ms.
+
+        A handler runs on the main thread between two bytecodes, possibly while that thread
+        holds a lock that ``drain`` needs (an Event's, the logging module's): it must only
+        record the request. The grace counts from now.
+        """
+        if self._signalled is None:
+            self._signalled = (reason, time.monotonic())
+
+    def drain(self, reason: str, grace: float | None = None, *, since: float | None = None) -> None:
+        """Stop taking runs and ask every leg in flight to hand off. Safe from any thread (not
+        from a signal handler: use ``signal_drain``); a second call can only bring the
+        deadline closer."""
         grace = self.config.grace if grace is None else min(grace, self.config.grace)
-        deadline = time.monotonic() + max(0.0, grace)
+        start = time.monotonic() if since is None else since
+        deadline = start + max(0.0, grace)
         with self._lock:
             first = not self._draining.is_set()
             if self._deadline is None or deadline < self._deadline:
@@ -159,9 +239,14 @@ class Worker:
             self.config.grace,
             f", health on :{self.health.port}" if self.health else "",
         )
-        # Wait in slices: the main thread must come back to the interpreter for signal handlers.
-        while not self._draining.wait(0.2):
-            pass
+        # Poll rather than block on the event: a signal handler interrupting Event.wait must not
+        # touch that event's lock, so it only records the request, and this loop acts on it.
+        while not self._draining.is_set():
+            signalled = self._signalled
+            if signalled is not None:
+                self.drain(signalled[0], since=signalled[1])
+                break
+            time.sleep(0.05)
         while True:
             with self._lock:
                 left = len(self._held)
@@ -220,15 +305,28 @@ class Worker:
         if draining:
             self._release(message, 0.0)
             return
+        # Unique per leg: the lease keeper recognises its leg's lease by it.
+        owner = f"{self.name}/{threading.current_thread().name}/{next(self._legs)}"
+        keeper = None
+        extra: dict[str, Any] = {"heartbeat": self.config.heartbeat}
+        if self.lease_hot is not None:
+            keeper = _LeaseKeeper(
+                self.lease_hot,
+                message.run_id,
+                owner,
+                self.config.lease_ttl,
+                self.config.heartbeat,
+            )
+            extra = {"heartbeat": None, "on_context": keeper.start}
         try:
             outcome = self.app.run_leg(
                 message.run_id,
                 budget=budget,
                 dispatcher=self.queue,
                 expect_leg=message.leg,
-                owner=f"{self.name}/{threading.current_thread().name}",
+                owner=owner,
                 lease_ttl=self.config.lease_ttl,
-                heartbeat=self.config.heartbeat,
+                **extra,
             )
         except FunctionNotFoundError as exc:
             log.error("run %s: %s; leaving it to a worker that has it", message.run_id, exc)
@@ -245,6 +343,8 @@ class Worker:
         else:
             self._settle(message, outcome)
         finally:
+            if keeper is not None:
+                keeper.stop()
             with self._lock:
                 self._held.pop(key, None)
 

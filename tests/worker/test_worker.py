@@ -269,7 +269,7 @@ class _Imds(BaseHTTPRequestHandler):
 
 
 def test_spot_notice_drains_like_sigterm(tmp_path: Path, workers: list[WorkerProc]) -> None:
-    handler = type("Imds", (_Imds,), {"notice": None})
+    handler: type[_Imds] = type("Imds", (_Imds,), {"notice": None})
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
