@@ -13,7 +13,8 @@ Bad requests get a JSON ``{"error": {"code", "message"}}`` and change nothing in
   function;
 - 404: no such run;
 - 409: a run id taken by a run of another function or input, or a signal to a run that ended;
-- 413: a body over ``MAX_BODY_BYTES`` (256 KiB, as sent: before base64 decoding).
+- 413: a body over ``MAX_BODY_BYTES`` (256 KiB, counted after base64 decoding, when API
+  Gateway encoded it).
 
 Every check that can refuse a request runs before the first write: a large input or payload is
 written to the cold tier before its hot record, so a refusal after that would leave a stray blob

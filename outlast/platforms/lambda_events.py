@@ -93,8 +93,10 @@ def classify(event: object) -> EventKind:
     if "outlast" in event:
         return "outlast"
     records = event.get("Records")
-    if isinstance(records, list) and records and all(
-        isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records
+    if (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
     ):
         return "sqs"
     if "detail-type" in event and "source" in event:
