@@ -1,0 +1,467 @@
+"""Runtime costs: step overhead, resume time from a cold leg, and the restart tax of evictions.
+
+Run from the repository root::
+
+    .venv/bin/python bench/runtime_bench.py [--steps 3000] [--skip-tax] [--profile] [--json]
+
+- step overhead: inside a running leg, each iteration times a plain call of a trivial function
+  and then ``ctx.step`` of the same function (live, committed by a fenced append); the sample is
+  the difference. SQLite and Redis (AOF on) hot tiers, a directory cold tier.
+- resume: a fresh interpreter imports this module (the app), then the clock starts and it calls
+  ``app.run_leg``; the clock stops when the first step the journal does not hold starts running.
+  Runs of 100, 1000 and 10,000 entries on SQLite; the median of several legs.
+- restart tax: the same run driven by the local emulator (a subprocess per leg) with evictions
+  (``Faults(evict_rate=0.5)``: SIGTERM at a random moment, SIGKILL after a grace period) and
+  without. Each step appends its own duration to a side-effect file, so steps run by legs that
+  died before committing count too. Tax = step time with evictions / step time without.
+
+The script starts its own redis-server, keeps every file in a temporary directory, and stops
+what it started. ``--resume-leg`` and the emulator's leg processes re-enter this file; they are
+internal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from outlast import App, Budget, Context  # noqa: E402
+from outlast.emulator import Emulator, Faults  # noqa: E402
+from statestore import open_store  # noqa: E402
+from tests.support.servers import RedisServer  # noqa: E402
+
+THIS = Path(__file__).resolve()
+RESUME_SIZES = (100, 1000, 10_000)
+
+# Targets from the runtime issue (2-core machine).
+TARGET_OVERHEAD_P50_US = {"sqlite": 200.0, "redis": 500.0}
+TARGET_RESUME_MS = ("1000", 50.0)
+TARGET_TAX = 1.02
+
+# The resume and restart-tax runs live in the store named by OUTLAST_HOT_URL/OUTLAST_COLD_URL,
+# which main() sets before anything opens it; leg subprocesses inherit it.
+app = App("bench-runtime")
+
+_samples: list[float] = []  # step overhead samples (us), filled by overhead_fn
+_probes: list[float] = []  # perf_counter when each probe step started
+_leg_budgets: list[Budget] = []  # the budget of the leg running in this process
+
+
+# ---------------------------------------------------------------------- workloads
+
+
+def trivial(i: int) -> int:
+    return i
+
+
+def overhead_fn(ctx: Context, args: dict[str, int]) -> int:
+    clock = time.perf_counter_ns
+    for i in range(args["n"]):
+        t0 = clock()
+        trivial(i)
+        t1 = clock()
+        ctx.step(trivial, i)
+        t2 = clock()
+        _samples.append(((t2 - t1) - (t1 - t0)) / 1000)
+    return args["n"]
+
+
+def tick(i: int) -> int:
+    return i
+
+
+def probe() -> int:
+    # The first step past the journal: note when it started, then end the leg after it.
+    _probes.append(time.perf_counter())
+    for budget in _leg_budgets:
+        budget.request_drain("probe done")
+    return len(_probes)
+
+
+@app.durable()
+def resume_fn(ctx: Context, args: dict[str, int]) -> None:
+    """``n - 1`` ticks, then probes forever: each leg replays, runs one probe and hands off."""
+    for i in range(args["n"] - 1):
+        ctx.step(tick, i)
+    while True:
+        ctx.step(probe)
+
+
+def work(path: str, i: int, seconds: float) -> int:
+    """Burn ``seconds`` of this thread's CPU, logging the start and the CPU and wall time spent.
+
+    The step is CPU-bound and timed on the thread's CPU clock: wall time on a shared machine
+    swings with whatever else runs (a sleep's wake-up, a preemption), by more than the 2% the
+    tax target allows, while the CPU a step burns is the same in every leg.
+    """
+    _effect(path, f"S {i}")
+    cpu, wall = time.thread_time(), time.perf_counter()
+    while time.thread_time() - cpu < seconds:
+        pass
+    _effect(path, f"E {i} {time.thread_time() - cpu:.9f} {time.perf_counter() - wall:.9f}")
+    return i
+
+
+def _effect(path: str, line: str) -> None:
+    # O_APPEND writes of one short line are atomic: legs that overlap cannot interleave bytes.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@app.durable()
+def tax_fn(ctx: Context, args: dict[str, Any]) -> int:
+    total = 0
+    for i in range(int(args["steps"])):
+        total += ctx.step(work, str(args["file"]), i, float(args["work_s"]), name="work")
+    return total
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def progress(message: str) -> None:
+    print(f"... {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------- step overhead
+
+
+@dataclass
+class Overhead:
+    p50: float
+    p99: float
+    samples: int
+
+
+def step_overhead(hot_url: str, cold_url: str, steps: int, profile: bool) -> Overhead:
+    bench = App("bench-overhead", store=open_store(hot_url, cold_url))
+    durable = bench.durable()(overhead_fn)
+    try:
+        # Warm-up run: imports, connections, statement and script caches, pydantic adapters.
+        _samples.clear()
+        bench.run_leg(durable.start({"n": 200}), budget=Budget.seconds(3600))
+        _samples.clear()
+        run_id = durable.start({"n": steps})
+        backend = hot_url.partition(":")[0]
+
+        def leg() -> Any:
+            return bench.run_leg(run_id, budget=Budget.seconds(3600))
+
+        outcome = _profiled(leg, f"step overhead, {backend}") if profile else leg()
+        assert outcome.status == "completed", outcome
+        assert len(_samples) == steps
+        # Every timed step was committed: the run's journal holds each one.
+        assert bench.store.hot.get_run(run_id).next_seq == steps
+        return Overhead(pct(_samples, 50), pct(_samples, 99), len(_samples))
+    finally:
+        bench.close()
+
+
+def _profiled(call: Any, title: str) -> Any:
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    result = profiler.runcall(call)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    print(f"\n===== profile: {title} (sorted by own time) =====", file=sys.stderr)
+    print(out.getvalue(), file=sys.stderr)
+    return result
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def build_resume_run(size: int) -> str:
+    """Drive a run in this process until its journal holds ``size`` entries."""
+    run_id = f"resume-{size}-{os.getpid()}"
+    app.start(resume_fn, {"n": size}, run_id=run_id)
+    budget = Budget.seconds(3600)
+    _leg_budgets[:] = [budget]
+    try:
+        outcome = app.run_leg(run_id, budget=budget)
+    finally:
+        _leg_budgets.clear()
+    assert outcome.status == "handed_off", outcome
+    entries = app.store.hot.get_run(run_id).next_seq
+    assert entries == size, (entries, size)
+    return run_id
+
+
+def resume_once(run_id: str, profile: bool) -> dict[str, Any]:
+    args = [sys.executable, str(THIS), "--resume-leg", run_id]
+    if profile:
+        args.append("--profile")
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"resume leg failed:\n{proc.stderr}")
+    if profile:
+        print(proc.stderr, file=sys.stderr)
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def resume_leg_main(run_id: str, profile: bool) -> int:
+    """In a fresh interpreter: time one leg from its start to the first new step."""
+    marks: dict[str, float] = {}
+    budget = Budget.seconds(600)
+    _leg_budgets[:] = [budget]
+
+    def on_context(ctx: Context) -> None:
+        marks["context"] = time.perf_counter()
+
+    def leg() -> Any:
+        return app.run_leg(run_id, budget=budget, on_context=on_context)
+
+    start = time.perf_counter()
+    outcome = _profiled(leg, f"resume leg {run_id}") if profile else leg()
+    assert outcome.status == "handed_off", outcome
+    assert _probes, "the probe step never ran"
+    print(
+        json.dumps(
+            {
+                "resume_ms": (_probes[0] - start) * 1000,
+                "load_ms": (marks["context"] - start) * 1000,
+                "replay_ms": (_probes[0] - marks["context"]) * 1000,
+                "replayed": outcome.steps_replayed,
+            }
+        )
+    )
+    return 0
+
+
+def resume(repeats: int, profile: bool) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for size in RESUME_SIZES:
+        progress(f"resume: building a run of {size} entries")
+        run_id = build_resume_run(size)
+        legs = []
+        for i in range(repeats):
+            # Profile only the last leg of the 1000-entry run: one profile is enough to read.
+            legs.append(resume_once(run_id, profile and size == 1000 and i == repeats - 1))
+        legs = [leg for leg in legs if leg]
+        out[str(size)] = {
+            key: statistics.median(leg[key] for leg in legs)
+            for key in ("resume_ms", "load_ms", "replay_ms", "replayed")
+        }
+    return out
+
+
+# ---------------------------------------------------------------------- restart tax
+
+
+@dataclass
+class Drive:
+    step_seconds: float  # CPU time inside step functions, all legs, committed or not
+    wall_seconds: float  # the same on the wall clock (noisy on a shared machine)
+    executions: int
+    unfinished: int
+    legs: int
+    evictions: int
+
+
+def drive(tmp: Path, label: str, faults: Faults, steps: int, work_s: float) -> Drive:
+    effects = tmp / f"effects-{label}.log"
+    run_id = f"tax-{label}-{os.getpid()}"
+    app.start(tax_fn, {"steps": steps, "file": str(effects), "work_s": work_s}, run_id=run_id)
+    emulator = Emulator(app, f"{THIS}:tax_fn", leg_timeout=1.0, faults=faults, margin=0.2)
+    report = emulator.run(run_id)
+    assert report.status.value == "succeeded", report
+    assert report.result == steps * (steps - 1) // 2, report.result
+    started = ended = 0
+    seconds = wall = 0.0
+    done: set[int] = set()
+    for line in effects.read_text().splitlines():
+        kind, index, *rest = line.split()
+        if kind == "S":
+            started += 1
+        else:
+            ended += 1
+            seconds += float(rest[0])
+            wall += float(rest[1])
+            done.add(int(index))
+    assert done == set(range(steps)), "a step's side effect is missing"
+    # A step whose leg was killed before it ended left only its start line; it is counted as a
+    # whole step (an upper bound: it was cut short somewhere inside).
+    unfinished = started - ended
+    return Drive(
+        step_seconds=seconds + unfinished * work_s,
+        wall_seconds=wall + unfinished * work_s,
+        executions=started,
+        unfinished=unfinished,
+        legs=report.legs,
+        evictions=report.evictions,
+    )
+
+
+def restart_tax(
+    tmp: Path, seeds: int, steps: int, work_s: float, kill_rate: float
+) -> dict[str, Any]:
+    clean: list[Drive] = []
+    evicted: list[Drive] = []
+    for seed in range(seeds):
+        # Alternate so that whatever else loads the machine touches both sides alike.
+        progress(f"restart tax: seed {seed}, uninterrupted")
+        clean.append(drive(tmp, f"clean{seed}", Faults(seed=seed), steps, work_s))
+        progress(f"restart tax: seed {seed}, evictions on half the legs")
+        evicted.append(
+            drive(
+                tmp,
+                f"evict{seed}",
+                Faults(evict_rate=0.5, kill_rate=kill_rate, seed=seed),
+                steps,
+                work_s,
+            )
+        )
+    clean_s = sum(d.step_seconds for d in clean)
+    evicted_s = sum(d.step_seconds for d in evicted)
+    return {
+        "tax": evicted_s / clean_s,
+        "wall_tax": sum(d.wall_seconds for d in evicted) / sum(d.wall_seconds for d in clean),
+        "executions_ratio": sum(d.executions for d in evicted) / sum(d.executions for d in clean),
+        "clean_legs": sum(d.legs for d in clean),
+        "evicted_legs": sum(d.legs for d in evicted),
+        "evictions": sum(d.evictions for d in evicted),
+        "reexecuted": sum(d.executions - steps for d in evicted),
+        "unfinished": sum(d.unfinished for d in evicted),
+        "clean_s": clean_s,
+        "evicted_s": evicted_s,
+    }
+
+
+# ---------------------------------------------------------------------- main
+
+
+@contextmanager
+def redis_url(tmp: Path) -> Iterator[str]:
+    workdir = tmp / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir=workdir, persistent=True)
+    server.start()
+    try:
+        yield f"{server.url}?prefix=bench"
+    finally:
+        server.stop()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3000, help="timed steps per backend")
+    parser.add_argument("--resume-repeats", type=int, default=5)
+    parser.add_argument("--tax-seeds", type=int, default=3)
+    parser.add_argument("--tax-steps", type=int, default=200)
+    parser.add_argument("--tax-work", type=float, default=0.01, help="CPU seconds per step")
+    parser.add_argument(
+        "--tax-kill-rate",
+        type=float,
+        default=0.0,
+        help="also SIGKILL this share of legs in the evicted run (default 0: evictions only)",
+    )
+    parser.add_argument("--skip-tax", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile to stderr")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object")
+    parser.add_argument("--resume-leg", metavar="RUN_ID", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.resume_leg:
+        return resume_leg_main(args.resume_leg, args.profile)
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="outlast-bench-")))
+        cold = f"file://{tmp}/cold"
+        os.environ["OUTLAST_HOT_URL"] = f"sqlite:///{tmp}/hot.db"
+        os.environ["OUTLAST_COLD_URL"] = cold
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+        stack.callback(app.close)
+
+        overhead: dict[str, Overhead] = {}
+        progress(f"step overhead: {args.steps} steps on sqlite")
+        overhead["sqlite"] = step_overhead(
+            f"sqlite:///{tmp}/overhead.db", cold, args.steps, args.profile
+        )
+        with redis_url(tmp) as url:
+            progress(f"step overhead: {args.steps} steps on redis")
+            overhead["redis"] = step_overhead(url, cold, args.steps, args.profile)
+
+        resumed = resume(args.resume_repeats, args.profile)
+        tax = (
+            None
+            if args.skip_tax
+            else restart_tax(tmp, args.tax_seeds, args.tax_steps, args.tax_work, args.tax_kill_rate)
+        )
+
+    print(f"{'step overhead':<16} {'n':>6} {'p50 us':>9} {'p99 us':>9}")
+    for name, o in overhead.items():
+        print(f"{name:<16} {o.samples:>6} {o.p50:>9.1f} {o.p99:>9.1f}")
+    print()
+    print(f"{'resume entries':<16} {'total ms':>9} {'load ms':>9} {'replay ms':>10}")
+    for size, r in resumed.items():
+        print(f"{size:<16} {r['resume_ms']:>9.1f} {r['load_ms']:>9.1f} {r['replay_ms']:>10.1f}")
+    print(
+        "  (total: leg start to first new step, in a fresh interpreter with the app imported; "
+        "load: lease + store open + journal read; replay: the function re-run over the journal)"
+    )
+    if tax is not None:
+        print()
+        print(
+            f"restart tax {tax['tax']:.4f}: step time {tax['evicted_s']:.3f}s with "
+            f"{tax['evictions']} evictions over {tax['evicted_legs']} legs vs "
+            f"{tax['clean_s']:.3f}s over {tax['clean_legs']} legs uninterrupted; "
+            f"{tax['reexecuted']} step executions repeated, {tax['unfinished']} cut short "
+            f"(executions ratio {tax['executions_ratio']:.4f}; on the wall clock the tax reads "
+            f"{tax['wall_tax']:.4f})"
+        )
+    print()
+    for name, target in TARGET_OVERHEAD_P50_US.items():
+        p50 = overhead[name].p50
+        print(f"step overhead p50 {name} {p50:.1f} us <= {target:.0f} us: {verdict(p50 <= target)}")
+    size, limit = TARGET_RESUME_MS
+    ms = resumed[size]["resume_ms"]
+    print(f"resume at {size} entries {ms:.1f} ms <= {limit:.0f} ms: {verdict(ms <= limit)}")
+    if tax is not None:
+        ok = tax["tax"] <= TARGET_TAX
+        print(f"restart tax {tax['tax']:.4f} <= {TARGET_TAX}: {verdict(ok)}")
+
+    if args.json:
+        figures: dict[str, Any] = {
+            "step_overhead_p50_us": {k: round(v.p50, 1) for k, v in overhead.items()},
+            "step_overhead_p99_us": {k: round(v.p99, 1) for k, v in overhead.items()},
+            "resume_ms": {k: round(v["resume_ms"], 1) for k, v in resumed.items()},
+            "restart_tax": round(tax["tax"], 4) if tax is not None else None,
+        }
+        print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
