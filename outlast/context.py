@@ -20,6 +20,7 @@ import traceback
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -50,6 +51,7 @@ from statestore.routing import TierHint
 
 T = TypeVar("T")
 R = TypeVar("R")
+StepHook = Callable[[str, int, str], AbstractContextManager[None]]
 
 # Waits (retry backoff, short sleeps) up to this long happen inside the leg; longer ones suspend
 # the run so no compute is held while nothing happens.
@@ -144,6 +146,8 @@ class Context:
         self._lost = False
         self._live = False
         self.stats = LegStats()
+        # Wraps each live step attempt (platforms trace steps with it): hook(name, attempt, key).
+        self.step_hook: StepHook | None = None
         self.log = _ReplayQuietLogger(logger or logging.getLogger("outlast.run"), self)
 
     # ------------------------------------------------------------------ properties
@@ -171,6 +175,11 @@ class Context:
         if current is None:
             raise RuntimeError("ctx.annotate is only available inside a step")
         current.update(meta)
+
+    @property
+    def seq(self) -> int:
+        """The seq the next operation will have (or replay)."""
+        return self._journal.cursor
 
     @property
     def journal(self) -> Sequence[JournalEntry]:
@@ -334,8 +343,10 @@ class Context:
                 raise HandOff(why)
             self._local.step_key, self._local.meta = key, {}
             started, clock = utcnow(), time.perf_counter()
+            hook = self.step_hook(step, attempt, key) if self.step_hook else nullcontext()
             try:
-                result = fn(*args, **kwargs)
+                with hook:
+                    result = fn(*args, **kwargs)
             except DurableControl:
                 raise
             except Exception as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ from outlast.platforms.lambda_events import (
     parse_outlast,
     parse_request,
 )
-from statestore import EntryKind, RunNotFoundError, StateStoreError
+from statestore import RunNotFoundError, StateStoreError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -167,7 +168,7 @@ class _LegFields(logging.Filter):
         if self.leg is not None:
             fields.setdefault("leg", self.leg)
         if self.ctx is not None:
-            fields.setdefault("seq", len(self.ctx.journal))
+            fields.setdefault("seq", self.ctx.seq)
         return True
 
     def clear(self) -> None:
@@ -243,6 +244,8 @@ class Observability:
 
         def attach(ctx: Context) -> None:
             self._fields.leg, self._fields.ctx = ctx.leg, ctx
+            if self.tracing:
+                ctx.step_hook = self._step_subsegment
 
         try:
             if not self.tracing:
@@ -253,26 +256,20 @@ class Observability:
                 yield attach
                 if self._fields.ctx is not None:
                     segment.put_annotation(key="leg", value=str(self._fields.ctx.leg))
-                    self._trace_steps(self._fields.ctx)
         finally:
             self._fields.clear()
 
-    def _trace_steps(self, ctx: Context) -> None:
-        # Context has no per-step hook, so each step this leg committed becomes a subsegment
-        # afterwards, with the times the journal recorded. A leg killed mid-way traces nothing
-        # (its trace dies with the process anyway).
-        recorder: Any = self.tracer.provider
-        for entry in ctx.committed_entries:
-            if entry.kind is not EntryKind.STEP or entry.leg != ctx.leg:
-                continue
-            subsegment = recorder.begin_subsegment(entry.name[:200])
-            if subsegment is None:
-                continue
-            subsegment.start_time = entry.started_at.timestamp()
-            subsegment.put_annotation("seq", entry.seq)
-            subsegment.put_annotation("status", entry.status.value)
-            subsegment.put_annotation("attempt", entry.attempt)
-            recorder.end_subsegment(entry.ended_at.timestamp())
+    @contextmanager
+    def _step_subsegment(self, name: str, attempt: int, key: str) -> Iterator[None]:
+        # X-Ray keeps its current segment per thread: ctx.map's worker threads have none, so
+        # only steps on the leg's own thread get a subsegment of their own.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        with self.tracer.provider.in_subsegment(name=f"step {name}"[:200]) as subsegment:
+            subsegment.put_annotation(key="attempt", value=str(attempt))
+            subsegment.put_metadata(key="step_key", value=key)
+            yield
 
     def record(self, outcome: LegOutcome, ctx_stats: Any | None) -> None:
         from aws_lambda_powertools.metrics import MetricUnit

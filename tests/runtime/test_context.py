@@ -390,3 +390,44 @@ def test_before_cold_fault_point_fires_at_the_right_commit(tmp_path: Any) -> Non
     )
     assert proc.returncode == -9
     assert proc.stdout == "first commit survived\n"
+
+
+def test_step_hook_wraps_each_live_attempt(app: App) -> None:
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    seen: list[tuple[str, int, str, str]] = []
+
+    @contextmanager
+    def hook(name: str, attempt: int, key: str) -> Iterator[None]:
+        seen.append(("enter", attempt, name, key))
+        try:
+            yield
+        finally:
+            seen.append(("exit", attempt, name, key))
+
+    calls = {"n": 0}
+
+    def flaky() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("once")
+        return 5
+
+    @app.durable()
+    def flow(ctx: Context) -> int:
+        return ctx.step(flaky, name="flaky")
+
+    run_id = app.start("flow")
+
+    def attach(ctx: Context) -> None:
+        ctx.step_hook = hook
+
+    assert app.run_leg(run_id, on_context=attach).status == "completed"
+    key = f"{run_id}:0:flaky"
+    assert seen == [
+        ("enter", 1, "flaky", key),
+        ("exit", 1, "flaky", key),
+        ("enter", 2, "flaky", key),
+        ("exit", 2, "flaky", key),
+    ]
