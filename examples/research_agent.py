@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -26,7 +27,15 @@ from outlast import App, Context
 from outlast.agent import Agent, Message, Model, ModelReply, Offline, Tool, model_from_env, tool
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-NOTES_DIR = Path(os.environ.get("OUTLAST_NOTES_DIR", ".outlast/notes"))
+# Only /tmp is writable on Lambda, so that is where notes go there unless told otherwise.
+NOTES_DIR = Path(
+    os.environ.get("OUTLAST_NOTES_DIR")
+    or (
+        str(Path(tempfile.gettempdir()) / "outlast-notes")
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        else ".outlast/notes"
+    )
+)
 
 SYSTEM = """You are a careful researcher. Use the tools: `search` the corpus, `read` the most
 relevant documents, and `note` each finding with the id of the document it came from. When you

@@ -8,12 +8,6 @@ the repository and in the deployed package.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
-
-# Only /tmp is writable on Lambda; the agent's `note` tool writes there. Set before the import,
-# which reads it.
-os.environ.setdefault("OUTLAST_NOTES_DIR", str(Path(tempfile.gettempdir()) / "outlast-notes"))
 
 from examples.research_agent import app
 

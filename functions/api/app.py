@@ -7,12 +7,6 @@ invokes asynchronously (``OUTLAST_AGENT_FUNCTION``).
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
-os.environ.setdefault("OUTLAST_NOTES_DIR", str(Path(tempfile.gettempdir()) / "outlast-notes"))
-
 from examples.research_agent import app
 from outlast.platforms.api import ApiHandler
 
