@@ -17,6 +17,7 @@ from outlast.emulator import Emulator, EmulatorReport, Event, Faults
 from outlast.errors import TargetError
 from outlast.report import run_report
 from outlast.targets import load_target
+from outlast.worker.cli import register as register_worker
 from statestore import (
     InvalidRunIdError,
     InvalidStoreUrlError,
@@ -36,6 +37,7 @@ cli = typer.Typer(
 )
 runs_cli = typer.Typer(help="Inspect and steer runs in a store.", no_args_is_help=True)
 cli.add_typer(runs_cli, name="runs")
+register_worker(cli)
 
 err = Console(stderr=True)
 out = Console()
