@@ -87,16 +87,25 @@ class _Held:
 class _LeaseKeeper:
     """Renews one leg's lease through a hot tier of its own, while the leg runs.
 
-    Why not ``run_leg(heartbeat=...)``: that heartbeat renews through the leg's own ``HotTier``,
-    whose per-run cache of the last written record (``_held``) both threads then write. When
-    the renewal's write lands first and its cache update last, the cache goes back to a record
-    with an older ``next_seq``, and the leg's next append fails its sequence check
-    (SequenceConflictError) before the version check can notice: the step just run is lost and
-    runs again in the next leg. A second tier has its own cache; the version check alone then
-    orders the two writers.
+    Works around two effects of ``HotTier._held`` (statestore/hot.py), the per-run cache of the
+    record a tier last wrote, which ``_fenced`` trusts for its token, expiry and seq checks:
+
+    - ``run_leg(heartbeat=...)`` renews through the leg's own tier, so two threads write that
+      cache. When the renewal's write lands first and its cache update last, the cache goes
+      back to an older ``next_seq`` and the leg's next append fails its sequence check
+      (SequenceConflictError) before the version check can notice: the step just run is lost.
+    - Renewing through a second tier instead leaves the leg's cache with the old expiry, and
+      after a step longer than the TTL the leg's commit fails the expiry check on that cached
+      record (LeaseLostError) although the lease is live in the store.
+
+    So renewals go through a second tier, and after each one the leg tier's cached record of
+    the run is dropped: its next append reads the record afresh (one extra read per renewal).
     """
 
-    def __init__(self, hot: HotTier, run_id: str, owner: str, ttl: float, every: float) -> None:
+    def __init__(
+        self, hot: HotTier, leg_hot: HotTier, run_id: str, owner: str, ttl: float, every: float
+    ) -> None:
+        self._leg_hot = leg_hot
         self._hot = hot
         self._run_id = run_id
         self._owner = owner
@@ -123,6 +132,9 @@ class _LeaseKeeper:
         while not self._stop.wait(self._every):
             try:
                 self._hot.renew_lease(self._run_id, token, self._ttl)
+                cached = getattr(self._leg_hot, "_held", None)
+                if isinstance(cached, dict):
+                    cached.pop(self._run_id, None)
             except LeaseLostError:
                 ctx.mark_lease_lost()
                 return
@@ -312,6 +324,7 @@ class Worker:
         if self.lease_hot is not None:
             keeper = _LeaseKeeper(
                 self.lease_hot,
+                self.app.store.hot,
                 message.run_id,
                 owner,
                 self.config.lease_ttl,
