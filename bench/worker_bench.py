@@ -184,7 +184,8 @@ def main() -> int:
         finally:
             redis.stop()
     print("queue: Redis stream (consumer group), hot tier: Redis, one consumer per worker")
-    print(f"{'workers':>8} {'runs/s':>8}   ({THROUGHPUT_STEPS} steps of {THROUGHPUT_PAUSE*1000:g} ms)")
+    steps = f"{THROUGHPUT_STEPS} steps of {THROUGHPUT_PAUSE * 1000:g} ms"
+    print(f"{'workers':>8} {'runs/s':>8}   ({steps})")
     for n, rate in runs_per_s.items():
         print(f"{n:>8} {rate:8.2f}")
     print(f"restart tax, SIGTERM: {tax_term:.3f} ({term_n} evictions, 50% of legs)")
