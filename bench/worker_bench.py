@@ -135,9 +135,7 @@ class Bench:
                     break
                 for when, pid in [p for p in planned if p[0] <= now]:
                     planned.remove((when, pid))
-                    victim = next(
-                        (w for w in live if w.pid == pid and w.proc.poll() is None), None
-                    )
+                    victim = next((w for w in live if w.pid == pid and w.proc.poll() is None), None)
                     if victim is None:
                         continue
                     live.remove(victim)
