@@ -16,7 +16,10 @@ it. With a version condition the leg's next write notices, re-reads and re-check
     re-check: lease gone  -> LeaseLostError, nothing written
 
 The leg that holds a run keeps the record it last wrote (``_held``), so an append costs one write
-and no read, whatever the length of the journal.
+and no read, whatever the length of the journal. That cache is only a hint: several threads (a
+leg and its lease heartbeat) and several handles (a worker renewing through another connection)
+write the same run, so a check that fails against the cached record is re-made against the stored
+one before it is believed, and the cache only ever moves to a newer version.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class HotTier(ABC):
         self.inline_limit = inline_limit if inline_limit is not None else self.default_inline_limit
         self._clock = clock
         self._held: dict[str, RunRecord] = {}
+        self._held_lock = threading.Lock()
         self._signal_seq = 0
         self._signal_lock = threading.Lock()
 
@@ -245,7 +249,7 @@ class HotTier(ABC):
             )
             current = self._write(record, new, (), None)
             if current is None:
-                self._held[run_id] = new
+                self._remember(new, keep=True)
                 return lease
             record = current
         raise LeaseHeldError(f"run {run_id!r}: too much contention taking the lease")
@@ -504,27 +508,43 @@ class HotTier(ABC):
     ) -> RunRecord:
         validate_run_id(run_id)
         record = self._held.get(run_id)
+        cached = record is not None
         if record is None or record.lease is None or record.lease.token != token:
-            record = self.get_run(run_id)
+            record, cached = self.get_run(run_id), False
         for _ in range(_CAS_TRIES):
             now = self.now()
-            self._check_token(record, token, now if check_expiry else None)
-            new, entries = build(record, now)
+            try:
+                self._check_token(record, token, now if check_expiry else None)
+                new, entries = build(record, now)
+            except (LeaseLostError, SequenceConflictError):
+                if not cached:
+                    raise
+                # The cached record may be older than the store (a renewal through another
+                # handle, a heartbeat thread's write): judge by what is stored.
+                record, cached = self.get_run(run_id), False
+                continue
             current = self._write(record, new, entries, take)
             if current is None:
-                if new.lease is not None and new.lease.token == token:
-                    self._held[run_id] = new
-                else:
-                    self._held.pop(run_id, None)
+                self._remember(new, keep=new.lease is not None and new.lease.token == token)
                 return new
             # Someone else wrote (a signal, a cancel, a newer leg): re-check against what is there.
-            record = current
+            record, cached = current, False
         raise StateStoreError(f"run {run_id!r}: too much contention to write")
+
+    def _remember(self, record: RunRecord, *, keep: bool) -> None:
+        """Move the cache to ``record``, unless it already holds a newer version of the run."""
+        with self._held_lock:
+            known = self._held.get(record.run_id)
+            if known is not None and known.version > record.version:
+                return
+            if keep:
+                self._held[record.run_id] = record
+            else:
+                self._held.pop(record.run_id, None)
 
     def _check_token(self, record: RunRecord, token: int, now: datetime | None) -> None:
         lease = record.lease
         if lease is None or lease.token != token:
-            self._held.pop(record.run_id, None)
             holder = f"token {lease.token} ({lease.owner})" if lease else "no lease"
             raise LeaseLostError(
                 f"run {record.run_id!r}: lease token {token} is stale; the run is "

@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from outlast.app import App
 from outlast.errors import TargetError
 from outlast.worker.queues import QUEUE_ENV, QueueError, open_queue
 from outlast.worker.worker import (
@@ -23,7 +22,7 @@ from outlast.worker.worker import (
     WorkerConfig,
     resolve_app,
 )
-from statestore import HotTier, InvalidStoreUrlError, StateStoreError, open_hot
+from statestore import InvalidStoreUrlError, StateStoreError
 
 log = logging.getLogger("outlast.worker")
 
@@ -121,12 +120,7 @@ def worker(
     except (ValueError, TargetError, QueueError, InvalidStoreUrlError, StateStoreError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    try:
-        lease_hot = _second_hot(app)
-    except (InvalidStoreUrlError, StateStoreError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    runner = Worker(app, work_queue, config, lease_hot=lease_hot)
+    runner = Worker(app, work_queue, config)
     _on_signals(runner.signal_drain)
     for name in early:
         runner.signal_drain(name)
@@ -156,16 +150,6 @@ def worker(
         os._exit(0)
     work_queue.close()
     app.close()
-
-
-def _second_hot(app: App) -> HotTier | None:
-    """A second connection to the app's hot tier, for lease renewals (see ``_LeaseKeeper``)."""
-    # The same choice App.store makes. An app given a store object (no URL) keeps run_leg's
-    # own heartbeat: there is no URL to open a second handle with.
-    url = os.environ.get("OUTLAST_HOT_URL") or app._hot_url
-    if not url or url.startswith("memory:"):
-        return None  # one shared in-process tier: a second handle would be the same object
-    return open_hot(url)
 
 
 def _on_signals(handler: Callable[[str], None]) -> None:

@@ -26,17 +26,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from outlast.app import App
 from outlast.budget import Budget
-from outlast.context import Context
 from outlast.errors import FunctionNotFoundError, TargetError
 from outlast.leg import LegOutcome
 from outlast.worker.health import HealthServer
 from outlast.worker.queues import BadMessageError, Message, QueueError, WorkQueue
-from statestore import HotTier, LeaseLostError, RunStatus, StateStoreError, utcnow
+from statestore import RunStatus, StateStoreError, utcnow
 
 log = logging.getLogger("outlast.worker")
 
@@ -84,74 +82,11 @@ class _Held:
     started: float = field(default_factory=time.monotonic)
 
 
-class _LeaseKeeper:
-    """Renews one leg's lease through a hot tier of its own, while the leg runs.
-
-    Works around two effects of ``HotTier._held`` (statestore/hot.py), the per-run cache of the
-    record a tier last wrote, which ``_fenced`` trusts for its token, expiry and seq checks:
-
-    - ``run_leg(heartbeat=...)`` renews through the leg's own tier, so two threads write that
-      cache. When the renewal's write lands first and its cache update last, the cache goes
-      back to an older ``next_seq`` and the leg's next append fails its sequence check
-      (SequenceConflictError) before the version check can notice: the step just run is lost.
-    - Renewing through a second tier instead leaves the leg's cache with the old expiry, and
-      after a step longer than the TTL the leg's commit fails the expiry check on that cached
-      record (LeaseLostError) although the lease is live in the store.
-
-    So renewals go through a second tier, and after each one the leg tier's cached record of
-    the run is dropped: its next append reads the record afresh (one extra read per renewal).
-    """
-
-    def __init__(
-        self, hot: HotTier, leg_hot: HotTier, run_id: str, owner: str, ttl: float, every: float
-    ) -> None:
-        self._leg_hot = leg_hot
-        self._hot = hot
-        self._run_id = run_id
-        self._owner = owner
-        self._ttl = timedelta(seconds=ttl)
-        self._every = every
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, ctx: Context) -> None:
-        record = self._hot.get_run(self._run_id)
-        lease = record.lease
-        if lease is None or lease.owner != self._owner:
-            ctx.mark_lease_lost()  # taken over already, between our acquisition and now
-            return
-        self._thread = threading.Thread(
-            target=self._loop,
-            args=(ctx, lease.token),
-            daemon=True,
-            name=f"outlast-lease-{self._run_id}",
-        )
-        self._thread.start()
-
-    def _loop(self, ctx: Context, token: int) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                self._hot.renew_lease(self._run_id, token, self._ttl)
-                cached = getattr(self._leg_hot, "_held", None)
-                if isinstance(cached, dict):
-                    cached.pop(self._run_id, None)
-            except LeaseLostError:
-                ctx.mark_lease_lost()
-                return
-            except StateStoreError as exc:
-                log.warning("run %s: lease renewal failed, will retry: %s", self._run_id, exc)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
 class Worker:
     """Drives legs of ``app``'s runs from ``queue`` until drained.
 
-    ``lease_hot`` is a second connection to the app's hot tier, for lease renewals (see
-    ``_LeaseKeeper``); without it the legs renew through ``run_leg``'s own heartbeat.
+    Each leg keeps its lease with ``run_leg``'s heartbeat (renewed every ``config.heartbeat``
+    seconds, for ``config.lease_ttl``), so a step may run longer than the lease TTL.
     """
 
     def __init__(
@@ -159,13 +94,10 @@ class Worker:
         app: App,
         queue: WorkQueue,
         config: WorkerConfig | None = None,
-        *,
-        lease_hot: HotTier | None = None,
     ) -> None:
         self.app = app
         self.queue = queue
         self.config = config or WorkerConfig()
-        self.lease_hot = lease_hot
         self._legs = itertools.count(1)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._draining = threading.Event()
@@ -317,20 +249,7 @@ class Worker:
         if draining:
             self._release(message, 0.0)
             return
-        # Unique per leg: the lease keeper recognises its leg's lease by it.
         owner = f"{self.name}/{threading.current_thread().name}/{next(self._legs)}"
-        keeper = None
-        extra: dict[str, Any] = {"heartbeat": self.config.heartbeat}
-        if self.lease_hot is not None:
-            keeper = _LeaseKeeper(
-                self.lease_hot,
-                self.app.store.hot,
-                message.run_id,
-                owner,
-                self.config.lease_ttl,
-                self.config.heartbeat,
-            )
-            extra = {"heartbeat": None, "on_context": keeper.start}
         try:
             outcome = self.app.run_leg(
                 message.run_id,
@@ -339,7 +258,7 @@ class Worker:
                 expect_leg=message.leg,
                 owner=owner,
                 lease_ttl=self.config.lease_ttl,
-                **extra,
+                heartbeat=self.config.heartbeat,
             )
         except FunctionNotFoundError as exc:
             log.error("run %s: %s; leaving it to a worker that has it", message.run_id, exc)
@@ -356,8 +275,6 @@ class Worker:
         else:
             self._settle(message, outcome)
         finally:
-            if keeper is not None:
-                keeper.stop()
             with self._lock:
                 self._held.pop(key, None)
 

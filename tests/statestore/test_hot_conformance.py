@@ -414,3 +414,44 @@ def test_failed_attempts_do_not_count_as_steps(hot: HotTier) -> None:
     )
     hot.append("r1", token, [retry, entry(1)])
     assert hot.get_run("r1").counters.steps == 1
+
+
+# ---------------------------------------------------------------- the holder's cache
+
+
+def test_a_renewal_through_another_handle_keeps_the_holder_writing(make_hot: HotFactory) -> None:
+    clock = FakeClock(T0)
+    leg, keeper = make_hot(clock=clock), make_hot(clock=clock)
+    token = started(leg)
+    leg.append("r1", token, [entry(0)])
+    clock.advance(25)
+    keeper.renew_lease("r1", token, TTL)
+    clock.advance(25)  # past the expiry the leg's handle last wrote, within the renewed one
+    leg.append("r1", token, [entry(1)])
+    assert [e.seq for e in keeper.read_journal("r1")] == [0, 1]
+
+
+def test_renewals_racing_appends_in_one_handle_lose_nothing(hot: HotTier) -> None:
+    token = started(hot)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def heartbeat() -> None:
+        # A real heartbeat renews every few seconds; this one as fast as appends go.
+        while not stop.wait(0.01):
+            try:
+                hot.renew_lease("r1", token, TTL)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    beat = threading.Thread(target=heartbeat)
+    beat.start()
+    try:
+        for seq in range(60):
+            hot.append("r1", token, [entry(seq)])
+    finally:
+        stop.set()
+        beat.join()
+    assert errors == []
+    assert [e.seq for e in hot.read_journal("r1")] == list(range(60))
