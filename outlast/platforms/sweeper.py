@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from outlast.platforms.aws_lambda import InvokeClient, LambdaDispatcher, default_lambda_client
-from statestore import HotTier, RunStatus
+from outlast.sweep import RedrivePolicy
+from statestore import HotTier
 
 __all__ = ["SweepReport", "SweeperHandler", "sweep"]
 
@@ -53,6 +54,7 @@ def sweep(
 ) -> SweepReport:
     """Dispatch a recovery for each due run (at most ``limit``); see the module doc."""
     report = SweepReport()
+    policy = RedrivePolicy(pending_after=grace, unheld_after=grace)
     now = hot.now()
     for run_id in hot.due_runs(now=now, limit=limit):
         report.due += 1
@@ -62,10 +64,7 @@ def sweep(
         record = hot.find_run(run_id)
         if record is None or not record.runnable(now):
             continue
-        nobody_holds = record.status is RunStatus.PENDING or (
-            record.status is RunStatus.RUNNING and record.lease is None
-        )
-        if nobody_holds and (now - record.updated_at).total_seconds() < grace:
+        if not policy.wants(record, now):
             report.not_yet += 1
             continue
         if dispatcher.recover(run_id):

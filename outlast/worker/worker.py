@@ -32,9 +32,10 @@ from outlast.app import App
 from outlast.budget import Budget
 from outlast.errors import FunctionNotFoundError, TargetError
 from outlast.leg import LegOutcome
+from outlast.sweep import RedrivePolicy
 from outlast.worker.health import HealthServer
 from outlast.worker.queues import BadMessageError, Message, QueueError, WorkQueue
-from statestore import RunStatus, StateStoreError, utcnow
+from statestore import StateStoreError, utcnow
 
 log = logging.getLogger("outlast.worker")
 
@@ -368,28 +369,22 @@ class Worker:
 
     def _sweep_once(self, stale_after: float) -> None:
         hot = self.app.store.hot
+        # A start message is the creator's job: only a long-lost one is replaced, so a backlog
+        # in the queue does not fill it with copies. A dead worker's message is reclaimed after
+        # about the lease TTL; past that, the hand-off or the message was lost.
+        policy = RedrivePolicy(
+            pending_after=stale_after * 10, unheld_after=stale_after, expired_after=stale_after
+        )
         now = hot.now()
         for run_id in hot.due_runs(now=now, limit=200):
             record = hot.find_run(run_id)
-            if record is None or record.status.terminal or not record.runnable(now):
+            if record is None or not policy.wants(record, now):
                 continue
             due_at = record.due_at()
-            if due_at is None:
-                continue
+            assert due_at is not None  # policy.wants said it is due
             overdue = (now - due_at).total_seconds()
-            if record.status is RunStatus.SUSPENDED:
-                # A timer ran out or a signal arrived: no message names this run. Prompt.
-                wanted = 0.0
-            elif record.status is RunStatus.PENDING:
-                # A start message is the creator's job; only a long-lost one is replaced, so a
-                # backlog in the queue does not fill it with copies.
-                wanted = stale_after * 10
-            else:
-                # A dead worker's message is reclaimed after about the lease TTL; past that,
-                # the hand-off or the message was lost.
-                wanted = stale_after
             marker = (record.version, record.fence)
-            if overdue < wanted or self._swept.get(run_id) == marker:
+            if self._swept.get(run_id) == marker:
                 continue
             self._swept[run_id] = marker
             log.info(
