@@ -33,11 +33,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from statestore import serialize
+from statestore.backends.aws import aws_client
 from statestore.errors import (
     BatchTooLargeError,
     CorruptStateError,
@@ -139,20 +138,15 @@ class DynamoHotTier(HotTier):
         self.retention_days = retention_days
         owns = client is None
         if client is None:
-            config = Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
+            client = aws_client(
+                "dynamodb",
+                purpose=f"table {table!r}",
+                region=region,
+                endpoint_url=endpoint_url,
+                max_attempts=max_attempts,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
             )
-            try:
-                client = boto3.client(
-                    "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-                )
-            except BotoCoreError as exc:
-                raise StoreUnavailableError(
-                    f"cannot set up a DynamoDB client for table {table!r}: {exc} "
-                    "(set ?region=... in the URL or AWS_REGION)"
-                ) from exc
         self._owns_client = owns
         self._client = client
         self.endpoint = str(client.meta.endpoint_url)
@@ -268,9 +262,7 @@ class DynamoHotTier(HotTier):
             item["expires_at"] = {"N": str(int(expires))}
         return item, doc
 
-    def _pages(
-        self, run_id: str, entries: Sequence[JournalEntry]
-    ) -> list[tuple[int, list[bytes]]]:
+    def _pages(self, run_id: str, entries: Sequence[JournalEntry]) -> list[tuple[int, list[bytes]]]:
         """Group the entries' documents into journal items under the item size limit."""
         pages: list[tuple[int, list[bytes]]] = []
         size = 0

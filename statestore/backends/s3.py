@@ -13,10 +13,9 @@ import random
 import time
 from typing import Any, NoReturn
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from statestore.backends.aws import aws_client
 from statestore.cold import ColdTier
 from statestore.errors import BlobNotFoundError, StateStoreError, StoreUnavailableError
 
@@ -49,8 +48,12 @@ class S3ColdTier(ColdTier):
         self.region = region
         self._owns_client = client is None
         if client is None:
-            config = Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
+            client = aws_client(
+                "s3",
+                purpose=f"bucket {bucket!r}",
+                region=region,
+                endpoint_url=endpoint_url,
+                max_attempts=max_attempts,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 # One connection per concurrent GET of get_many, and a few for writers.
@@ -58,15 +61,6 @@ class S3ColdTier(ColdTier):
                 # Custom endpoints (moto, MinIO, LocalStack) rarely resolve bucket subdomains.
                 s3={"addressing_style": "path"} if endpoint_url else None,
             )
-            try:
-                client = boto3.client(
-                    "s3", region_name=region, endpoint_url=endpoint_url, config=config
-                )
-            except BotoCoreError as exc:
-                raise StoreUnavailableError(
-                    f"cannot set up an S3 client for bucket {bucket!r}: {exc} "
-                    "(set ?region=... in the URL or AWS_REGION)"
-                ) from exc
         # A client (unlike a boto3 resource) is thread-safe: get_many shares it across threads.
         self._client = client
         self.endpoint = str(client.meta.endpoint_url)
