@@ -15,6 +15,7 @@ process, so nobody holds it) and starts a recovery leg; it waits out timers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -140,6 +141,7 @@ class Emulator:
         self.python = python
         self.rng = random.Random(self.faults.seed)
         self._host = socket.gethostname()
+        self._spawned = itertools.count()
 
     # ------------------------------------------------------------------ driving
 
@@ -257,7 +259,7 @@ class Emulator:
 
     def _spawn(self, run_id: str, leg: int | None, spool: Path, plan: _Plan) -> _Child:
         now = time.monotonic()
-        outcome_path = spool / f"outcome-{len(list(spool.iterdir()))}-{time.monotonic_ns()}.json"
+        outcome_path = spool / f"outcome-{next(self._spawned)}.json"
         env = dict(os.environ)
         env.pop("OUTLAST_FAULT", None)
         if plan.commit_fault:

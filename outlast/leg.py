@@ -40,6 +40,7 @@ from outlast.values import to_plain
 from statestore import (
     LeaseHeldError,
     LeaseLostError,
+    RunRecord,
     RunStatus,
     RunUpdate,
     StateStoreError,
@@ -171,7 +172,7 @@ def _finish(
     leg: int,
     ctx: Context,
     fn: Callable[..., Any],
-    record: Any,
+    record: RunRecord,
     dispatcher: Dispatcher,
     outcome: Callable[..., LegOutcome],
 ) -> LegOutcome:

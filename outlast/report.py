@@ -159,7 +159,8 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
                 summary.count += 1
 
     legs: list[LegSummary] = []
-    spent_seconds = spent_tokens = 0.0
+    spent_seconds = 0.0
+    spent_tokens = 0
     saved_seconds = 0.0
     saved_tokens = 0
     interruptions = 0
@@ -170,7 +171,7 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
         if interrupted:
             interruptions += 1
             saved_seconds += spent_seconds
-            saved_tokens += int(spent_tokens)
+            saved_tokens += spent_tokens
         leg_seconds = sum(e.duration_s for e in entries if e.kind is EntryKind.STEP)
         leg_tokens = sum(_tokens(e) for e in entries)
         legs.append(
@@ -208,7 +209,7 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
             interruptions=interruptions,
             tokens_saved=saved_tokens,
             seconds_saved=round(saved_seconds, 6),
-            tokens_spent=int(spent_tokens),
+            tokens_spent=spent_tokens,
             seconds_spent=round(spent_seconds, 6),
         ),
         result=result,
