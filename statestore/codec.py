@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 import zlib
 from typing import Any
 
@@ -29,8 +30,22 @@ CODEC_NAME = "outlast-frame/1"
 COMPRESS_THRESHOLD = 1024
 
 _HEADER = struct.Struct(">2sBBI")
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
+
+
+class _Zstd(threading.local):
+    """One zstd compressor and decompressor per thread.
+
+    ``zstandard`` objects are not thread-safe: sharing one across the threads of a ``ctx.map`` or
+    a worker's legs segfaults, fails with ``ZstdError``, or (worst) returns another value's bytes,
+    which no checksum over the *compressed* body can catch. Contexts are cheap to keep per thread.
+    """
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_zstd = _Zstd()
 
 
 class Location:
@@ -50,6 +65,10 @@ class Location:
         self.seq = seq
         self.tier = tier
         self.key = key
+
+    def describe(self) -> str:
+        parts = (("run", self.run_id), ("seq", self.seq), ("tier", self.tier), ("key", self.key))
+        return ", ".join(f"{label}={value}" for label, value in parts if value is not None)
 
     def corrupt(self, reason: str) -> CorruptStateError:
         return CorruptStateError(
@@ -80,7 +99,7 @@ def encode(value: Any, *, compress_threshold: int = COMPRESS_THRESHOLD) -> bytes
 def frame(body: bytes, *, compress_threshold: int = COMPRESS_THRESHOLD) -> bytes:
     flags = 0
     if len(body) > compress_threshold:
-        squeezed = _compressor.compress(body)
+        squeezed = _zstd.compressor.compress(body)
         if len(squeezed) < len(body):
             body, flags = squeezed, COMPRESSED
     return _HEADER.pack(MAGIC, FORMAT_VERSION, flags, zlib.crc32(body)) + body
@@ -100,7 +119,7 @@ def unframe(data: bytes, where: Location) -> bytes:
         raise where.corrupt("checksum mismatch")
     if flags & COMPRESSED:
         try:
-            body = _decompressor.decompress(body)
+            body = _zstd.decompressor.decompress(body)
         except zstandard.ZstdError as exc:
             raise where.corrupt(f"cannot decompress: {exc}") from exc
     return body

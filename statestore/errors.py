@@ -84,6 +84,10 @@ class CorruptStateError(StateStoreError):
         )
 
 
+class SchemaVersionError(StateStoreError):
+    """A stored record written by a newer major schema version than this code reads."""
+
+
 class StoreUnavailableError(StateStoreError):
     """The backing server cannot be reached (connection refused, timed out, reset).
 

@@ -25,6 +25,7 @@ one before it is believed, and the cache only ever moves to a newer version.
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -155,6 +156,7 @@ class HotTier(ABC):
         record = RunRecord(
             run_id=run_id,
             function=function,
+            incarnation=secrets.token_hex(8),
             input=input,
             input_hash=input_hash,
             created_at=now,

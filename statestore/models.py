@@ -28,8 +28,22 @@ def _require_aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_require_aware)]
 
 
+SCHEMA_MAJOR = 1
+"""The major schema version this code writes and reads. Records carry ``schema`` ("MAJOR.MINOR")
+only when it differs from "1.0"; a reader refuses a newer *major* version and ignores fields it
+does not know, so a peer one minor version ahead (an older Lambda version still draining runs
+beside a newer one) reads what it needs and leaves the rest alone."""
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Stored documents: unknown fields are a newer peer's additions, not corruption.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _Stored(_Frozen):
+    schema_: str = Field(default="1.0", alias="schema", pattern=r"^[0-9]+\.[0-9]+$")
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
 
 class BlobRef(_Frozen):
@@ -84,9 +98,12 @@ class RunCounters(_Frozen):
     recoveries: int = 0  # legs that took over from a leg whose lease had expired (it died)
 
 
-class RunRecord(_Frozen):
+class RunRecord(_Stored):
     run_id: str
     function: str
+    # One life of this run id. A run deleted (or expired) and created again is a new incarnation:
+    # caches are keyed by it, so nothing of the old life can reach the new one.
+    incarnation: str = ""
     status: RunStatus = RunStatus.PENDING
     input: StoredValue | None = None
     input_hash: str = ""
@@ -101,6 +118,9 @@ class RunRecord(_Frozen):
     updated_at: AwareDatetime
     counters: RunCounters = RunCounters()
     version: int = 0  # bumped by every write; the backends' compare-and-set condition
+    # Nonces of the last few writes. A writer whose reply was lost (a timeout after the write may
+    # have landed) re-reads the record and finds its own nonce here, or knows it did not land.
+    recent_writes: tuple[str, ...] = ()
     tags: dict[str, str] = Field(default_factory=dict)
 
     def due_at(self) -> datetime | None:
@@ -147,7 +167,7 @@ class EntryStatus(StrEnum):
 MetaValue = str | int | float | bool | None
 
 
-class JournalEntry(_Frozen):
+class JournalEntry(_Stored):
     seq: int = Field(ge=0)
     kind: EntryKind
     name: str
@@ -165,7 +185,7 @@ class JournalEntry(_Frozen):
         return (self.ended_at - self.started_at).total_seconds()
 
 
-class Signal(_Frozen):
+class Signal(_Stored):
     """A message sent to a run; kept until a leg takes it into the journal."""
 
     run_id: str
@@ -175,8 +195,10 @@ class Signal(_Frozen):
     sent_at: AwareDatetime
 
 
-class RunUpdate(_Frozen):
+class RunUpdate(BaseModel):
     """Field changes written together with an append, in the same atomic write."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     status: RunStatus | None = None
     wake_at: AwareDatetime | None = None
