@@ -7,6 +7,7 @@ hot entry that references it, so a hot entry never points at a blob that was not
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from statestore import codec
@@ -105,3 +106,24 @@ class StateStore:
     def close(self) -> None:
         self.hot.close()
         self.cold.close()
+
+    def expire_runs(self, now: datetime | None = None, limit: int = 100) -> list[str]:
+        """Delete up to ``limit`` runs ended longer than the hot tier's retention ago; return
+        the ids deleted. Without a retention nothing expires.
+
+        Each run is claimed first (one sweeper wins), then deleted in an order that a crash at
+        any point leaves safe: cold blobs, then the hot journal and signals, the run record
+        last. Until the record is gone the id stays taken and the run is still listed as
+        expired, so the next pass finishes the job; a new run with the same id can only be
+        created afterwards, and finds nothing of the old one.
+        """
+        now = now or self.hot.now()
+        deleted: list[str] = []
+        for run_id in self.hot.expired_runs(now, limit):
+            claimed = self.hot.claim_expired(run_id, now)
+            if claimed is None:
+                continue
+            self.cold.delete_run(run_id)
+            if self.hot.drop_expired(claimed):
+                deleted.append(run_id)
+        return deleted

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +24,8 @@ HOT_SCHEMES = (
     "dynamodb://TABLE?region=R&endpoint_url=U",
     "memory://NAME",
 )
+# Every hot scheme also takes ?retention_days=N (ended runs are deleted N days after they end,
+# by StateStore.expire_runs) and ?inline_limit=BYTES.
 COLD_SCHEMES = ("file://PATH", "s3://BUCKET/PREFIX?region=R&endpoint_url=U", "memory://NAME")
 
 # memory:// stores are shared by name within a process, so an App and a test can meet in one.
@@ -44,6 +48,23 @@ def _int_option(options: dict[str, str], name: str, url: str) -> int | None:
         ) from None
 
 
+def _retention_option(options: dict[str, str], url: str) -> timedelta | None:
+    """``retention_days`` as a timedelta: a finite number of days above zero."""
+    if "retention_days" not in options:
+        return None
+    text = options["retention_days"]
+    try:
+        days = float(text)
+        if not (math.isfinite(days) and days > 0):
+            raise ValueError(text)
+        return timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise InvalidStoreUrlError(
+            f"retention_days={text!r} in {url!r} is not a number of days above zero "
+            "(write retention_days=30, or leave it out to keep ended runs forever)"
+        ) from None
+
+
 def _bad(url: str, kind: str, accepted: tuple[str, ...], why: str) -> InvalidStoreUrlError:
     return InvalidStoreUrlError(
         f"cannot open {kind}-tier URL {url!r}: {why}; accepted: " + ", ".join(accepted)
@@ -60,6 +81,9 @@ def open_hot(url: str | None = None, **kwargs: Any) -> HotTier:
     inline = _int_option(options, "inline_limit", url)
     if inline is not None:
         kwargs.setdefault("inline_limit", inline)
+    retention = _retention_option(options, url)
+    if retention is not None:
+        kwargs.setdefault("retention", retention)
     path_part = rest.split("?", 1)[0]
     if scheme == "memory":
         from statestore.backends.memory import MemoryHotTier
@@ -87,11 +111,6 @@ def open_hot(url: str | None = None, **kwargs: Any) -> HotTier:
         table = path_part.strip("/")
         if not table:
             raise _bad(url, "hot", HOT_SCHEMES, "no table name")
-        if "retention_days" in options:
-            try:
-                kwargs.setdefault("retention_days", float(options["retention_days"]))
-            except ValueError:
-                raise _bad(url, "hot", HOT_SCHEMES, "retention_days is not a number") from None
         return DynamoHotTier(
             table,
             region=options.get("region"),

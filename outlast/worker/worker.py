@@ -42,6 +42,7 @@ log = logging.getLogger("outlast.worker")
 DEFAULT_LEASE_TTL = 30.0
 DEFAULT_HEARTBEAT = 10.0
 DEFAULT_GRACE = 25.0
+_EXPIRE_PER_SWEEP = 50  # expired runs one sweep deletes at most
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,11 @@ class Worker:
             self.queue.enqueue(run_id, None)
         if len(self._swept) > 10_000:
             self._swept.clear()
+        # Retention (a no-op without one): bounded per pass, the rest goes at the next. Several
+        # workers may sweep at once; each run is claimed by one of them before it is deleted.
+        expired = self.app.store.expire_runs(now=now, limit=_EXPIRE_PER_SWEEP)
+        if expired:
+            log.info("sweeper: deleted %d expired runs: %s", len(expired), ", ".join(expired))
 
 
 # ---------------------------------------------------------------------- targets

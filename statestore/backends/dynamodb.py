@@ -3,7 +3,7 @@
 Layout (the SAM template uses exactly these names)::
 
     pk (S)   sk (S)                  attributes
-    run_id   "run"                   doc (B), v (N), [due_p "due", due_at (N)], [expires_at (N)]
+    run_id   "run"                   doc (B), v (N), [due_p "due" | "ended", due_at (N)]
     run_id   "j#000000000042"        docs (L of B): entries 42, 43, ... appended together
     run_id   "s#<name>#<signal_id>"  doc (B): a pending signal
 
@@ -23,14 +23,21 @@ The ``due`` index is a sparse GSI: only run items a sweeper must look at carry `
 A Put replaces the whole run item, so a run that ends simply stops carrying them and leaves the
 index. GSIs are eventually consistent: a sweeper may see a run a moment late or a moment after it
 stopped being due; it re-checks by taking the lease, which reads consistently, so that is harmless.
+
+An ended run moves to the same index under another partition, ``due_p = "ended"`` with
+``due_at`` = when it ended, so retention finds expired runs with a query too. Retention deletes
+every item of the run, the run item last (``_delete_ended``). DynamoDB's own TTL is not used: it
+deletes one item at a time in no order, so it freed the run id while the journal stayed, and a
+new run with the same id read the old run's journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -53,6 +60,7 @@ Item = dict[str, Any]
 RUN_SK = "run"
 DUE_INDEX = "due"
 DUE_PARTITION = "due"
+ENDED_PARTITION = "ended"
 _LAST_ENTRY_SK = "j#999999999999"
 
 # DynamoDB refuses items over 400 KB with a terse ValidationException; stop well before that
@@ -126,16 +134,15 @@ class DynamoHotTier(HotTier):
         client: Any = None,
         inline_limit: int | None = None,
         clock: Clock = utcnow,
-        retention_days: float | None = None,
+        retention: timedelta | None = None,
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
         max_attempts: int = 4,
     ) -> None:
-        super().__init__(inline_limit=inline_limit, clock=clock)
+        super().__init__(inline_limit=inline_limit, clock=clock, retention=retention)
         if not table:
             raise ValueError("a DynamoDB table name is required")
         self.table = table
-        self.retention_days = retention_days
         owns = client is None
         if client is None:
             client = aws_client(
@@ -186,7 +193,8 @@ class DynamoHotTier(HotTier):
         raise StateStoreError(f"{where}: {op} failed: {code}: {_message(exc)}") from exc
 
     def _create_table(self) -> None:
-        try:
+        # ResourceInUse: someone else created it (or is creating it): wait for it below.
+        with contextlib.suppress(_RejectedError):
             self._call(
                 "create_table",
                 expect=frozenset({"ResourceInUseException"}),
@@ -213,9 +221,6 @@ class DynamoHotTier(HotTier):
                     }
                 ],
             )
-            created = True
-        except _RejectedError:
-            created = False  # someone else created it (or is creating it): wait for it below
         try:
             self._client.get_waiter("table_exists").wait(
                 TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
@@ -224,12 +229,6 @@ class DynamoHotTier(HotTier):
             raise StoreUnavailableError(
                 f"DynamoDB table {self.table!r} at {self.endpoint} did not become ACTIVE: {exc}"
             ) from exc
-        if created:
-            self._call(
-                "update_time_to_live",
-                TableName=self.table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-            )
 
     def _name(self, run_id: str, sk: str) -> str:
         return f"{self.table}/{run_id}/{sk}"
@@ -253,13 +252,13 @@ class DynamoHotTier(HotTier):
             "v": {"N": str(record.version)},
         }
         due = record.due_at()
+        ended = self.ended_at(record)
         if due is not None:
             item["due_p"] = {"S": DUE_PARTITION}
             item["due_at"] = {"N": _num(due)}
-        if self.retention_days is not None and record.status.terminal:
-            # DynamoDB's TTL sweeper deletes only this item; delete_run removes the rest.
-            expires = record.updated_at.timestamp() + self.retention_days * 86_400
-            item["expires_at"] = {"N": str(int(expires))}
+        elif ended is not None:
+            item["due_p"] = {"S": ENDED_PARTITION}
+            item["due_at"] = {"N": _num(ended)}
         return item, doc
 
     def _pages(self, run_id: str, entries: Sequence[JournalEntry]) -> list[tuple[int, list[bytes]]]:
@@ -481,6 +480,16 @@ class DynamoHotTier(HotTier):
             },
         )
 
+
+    def _delete_signal(self, signal: Signal) -> bool:
+        response = self._call(
+            "delete_item",
+            TableName=self.table,
+            Key={"pk": {"S": signal.run_id}, "sk": {"S": signal_sk(signal.name, signal.signal_id)}},
+            ReturnValues="ALL_OLD",
+        )
+        return bool(response.get("Attributes"))  # the item as it was, absent if there was none
+
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         prefix = "s#" if name is None else f"s#{name}#"
         items = self._query(
@@ -505,14 +514,21 @@ class DynamoHotTier(HotTier):
         )
 
     def _due(self, now: datetime, limit: int) -> list[str]:
+        return self._indexed(DUE_PARTITION, now, limit)
+
+    def _ended(self, before: datetime, limit: int) -> list[str]:
+        return self._indexed(ENDED_PARTITION, before, limit)
+
+    def _indexed(self, partition: str, upto: datetime, limit: int) -> list[str]:
+        """Run ids in one partition of the ``due`` index up to ``upto``, earliest first."""
         if limit <= 0:
             return []
         found: list[str] = []
         items = self._query(
             TableName=self.table,
             IndexName=DUE_INDEX,
-            KeyConditionExpression="due_p = :p AND due_at <= :now",
-            ExpressionAttributeValues={":p": {"S": DUE_PARTITION}, ":now": {"N": _num(now)}},
+            KeyConditionExpression="due_p = :p AND due_at <= :upto",
+            ExpressionAttributeValues={":p": {"S": partition}, ":upto": {"N": _num(upto)}},
             ScanIndexForward=True,
             Limit=limit,
         )
@@ -543,7 +559,37 @@ class DynamoHotTier(HotTier):
         return runs[:limit]
 
     def _delete_run(self, run_id: str) -> None:
-        keys = [
+        # The run item goes last: until it is gone the id stays taken, so a crash midway cannot
+        # let a new run with this id meet the old journal. Deleting it again finishes the job.
+        self._delete_items(run_id, self._child_keys(run_id))
+        self._call("delete_item", TableName=self.table, Key=_run_key(run_id))
+
+    def _delete_ended(self, claimed: RunRecord) -> bool:
+        # The claim was written with exactly this doc, so equal bytes mean an untouched claim.
+        run_id = claimed.run_id
+        doc = serialize.dump(claimed)
+        stored = self._call(
+            "get_item", TableName=self.table, Key=_run_key(run_id), ConsistentRead=True
+        ).get("Item")
+        if stored is None or _bytes(stored["doc"]) != doc:
+            return False
+        self._delete_items(run_id, self._child_keys(run_id))
+        try:
+            self._call(
+                "delete_item",
+                expect=frozenset({"ConditionalCheckFailedException"}),
+                TableName=self.table,
+                Key=_run_key(run_id),
+                ConditionExpression="v = :v",
+                ExpressionAttributeValues={":v": {"N": str(claimed.version)}},
+            )
+        except _RejectedError:
+            return False
+        return True
+
+    def _child_keys(self, run_id: str) -> list[Item]:
+        """Keys of the run's journal and signal items (everything but the run item)."""
+        return [
             {"pk": item["pk"], "sk": item["sk"]}
             for item in self._query(
                 TableName=self.table,
@@ -552,7 +598,10 @@ class DynamoHotTier(HotTier):
                 ProjectionExpression="pk, sk",
                 ConsistentRead=True,
             )
+            if item["sk"]["S"] != RUN_SK
         ]
+
+    def _delete_items(self, run_id: str, keys: Sequence[Item]) -> None:
         for start in range(0, len(keys), 25):
             requests: list[Item] = [
                 {"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]
@@ -572,6 +621,10 @@ class DynamoHotTier(HotTier):
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+
+def _run_key(run_id: str) -> Item:
+    return {"pk": {"S": run_id}, "sk": {"S": RUN_SK}}
 
 
 def _bytes(attribute: Mapping[str, Any]) -> bytes:

@@ -63,6 +63,11 @@ class MemoryHotTier(HotTier):
         with self._lock:
             self._signals.setdefault(signal.run_id, {})[signal.signal_id] = signal
 
+
+    def _delete_signal(self, signal: Signal) -> bool:
+        with self._lock:
+            return self._signals.get(signal.run_id, {}).pop(signal.signal_id, None) is not None
+
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         with self._lock:
             found = self._signals.get(run_id, {}).values()
@@ -89,6 +94,29 @@ class MemoryHotTier(HotTier):
             self._runs.pop(run_id, None)
             self._entries.pop(run_id, None)
             self._signals.pop(run_id, None)
+
+    def _ended(self, before: datetime, limit: int) -> list[str]:
+        # A scan, like _due: this tier is for tests and single processes, not for big stores.
+        with self._lock:
+            ended = [
+                (at, r.run_id)
+                for r in self._runs.values()
+                if (at := self.ended_at(r)) is not None and at <= before
+            ]
+        return [run_id for _, run_id in sorted(ended)[:limit]]
+
+    def _delete_ended(self, claimed: RunRecord) -> bool:
+        with self._lock:
+            current = self._runs.get(claimed.run_id)
+            if current is None or (current.incarnation, current.version) != (
+                claimed.incarnation,
+                claimed.version,
+            ):
+                return False
+            self._entries.pop(claimed.run_id, None)
+            self._signals.pop(claimed.run_id, None)
+            del self._runs[claimed.run_id]
+            return True
 
 
 class MemoryColdTier(ColdTier):

@@ -6,6 +6,7 @@ Keys, for the prefix ``P`` and run ``R``::
     P:journal:{R}    list: index i holds entry seq i (RPUSH only, never trimmed)
     P:signals:{R}    hash: "<signal_id>:<name>" -> framed Signal (signal ids sort by time)
     P:due            sorted set: run id scored by ``due_at()`` in epoch seconds
+    P:ended          sorted set: ended run id scored by ``ended_at()``, for retention
     P:runs           sorted set: run id scored by ``created_at``, for listing
 
 The ``{R}`` hash tag puts a run's three keys in one Redis Cluster slot. The two indexes are
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,16 +78,16 @@ if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5]) end
 return 1
 """
 
-# KEYS: run, journal, signals, due.
+# KEYS: run, journal, signals, due, ended.
 # ARGV: old version, new version, new doc, due score ("" = none), run id,
-#       signal field to delete ("" = none), first seq, entry docs...
+#       signal field to delete ("" = none), first seq, ended score ("" = none), entry docs...
 # Returns 1 on success, 0 if the run is gone, else the stored doc (a version conflict).
 # Every check comes before the first write, so a refused call writes nothing.
 _WRITE = """
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v then return 0 end
 if v ~= ARGV[1] then return redis.call('HGET', KEYS[1], 'doc') end
-if #ARGV > 7 then
+if #ARGV > 8 then
   local len = redis.call('LLEN', KEYS[2])
   if len ~= tonumber(ARGV[7]) then
     return redis.error_reply('OUTLAST_SEQ ' .. len)
@@ -94,7 +95,7 @@ if #ARGV > 7 then
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])
 -- unpack() is bounded by the Lua C stack (about 8000 values): push in slices.
-for i = 8, #ARGV, 1000 do
+for i = 9, #ARGV, 1000 do
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 if ARGV[6] ~= '' then redis.call('HDEL', KEYS[3], ARGV[6]) end
@@ -103,6 +104,23 @@ if ARGV[4] == '' then
 else
   redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 end
+if ARGV[8] == '' then
+  redis.call('ZREM', KEYS[5], ARGV[5])
+else
+  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[5])
+end
+return 1
+"""
+
+# KEYS: run, journal, signals, runs, due, ended.  ARGV: the claimed record's doc, run id.
+# Deletes the run only if its stored doc is still exactly the claimed one (same incarnation and
+# version), all in one script. Returns 1 if deleted, else 0.
+_DELETE_ENDED = """
+if redis.call('HGET', KEYS[1], 'doc') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[1])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[2])
 return 1
 """
 
@@ -145,10 +163,11 @@ class RedisHotTier(HotTier):
         prefix: str = "outlast",
         inline_limit: int | None = None,
         clock: Clock = utcnow,
+        retention: timedelta | None = None,
         socket_timeout: float = 5.0,
         **redis_options: Any,
     ) -> None:
-        super().__init__(inline_limit=inline_limit, clock=clock)
+        super().__init__(inline_limit=inline_limit, clock=clock, retention=retention)
         if not prefix or any(c in prefix for c in "{}") or len(prefix) > 200:
             # Braces would move the Cluster hash tag away from the run id.
             raise ValueError(f"redis key prefix {prefix!r} must be 1-200 characters without braces")
@@ -156,6 +175,7 @@ class RedisHotTier(HotTier):
         self.prefix = prefix
         self._due_key = f"{prefix}:due"
         self._runs_key = f"{prefix}:runs"
+        self._ended_key = f"{prefix}:ended"
         try:
             self._client: redis.Redis[bytes] = redis.Redis.from_url(
                 url,
@@ -170,6 +190,7 @@ class RedisHotTier(HotTier):
         self._insert_run_script: Script = self._client.register_script(_INSERT_RUN)
         self._write_script: Script = self._client.register_script(_WRITE)
         self._insert_signal_script: Script = self._client.register_script(_INSERT_SIGNAL)
+        self._delete_ended_script: Script = self._client.register_script(_DELETE_ENDED)
         try:
             with self._errors():
                 self._warn_if_volatile()
@@ -265,6 +286,7 @@ class RedisHotTier(HotTier):
             run_id,
             _signal_field(take) if take is not None else "",
             str(entries[0].seq) if entries else "",
+            _score(self.ended_at(new)),
         ]
         args.extend(serialize.dump(e) for e in entries)
         with self._errors():
@@ -275,6 +297,7 @@ class RedisHotTier(HotTier):
                         self.journal_key(run_id),
                         self.signals_key(run_id),
                         self._due_key,
+                        self._ended_key,
                     ],
                     args=args,
                 )
@@ -321,6 +344,12 @@ class RedisHotTier(HotTier):
         if reply != 1:
             raise RunNotFoundError(signal.run_id)
 
+
+    def _delete_signal(self, signal: Signal) -> bool:
+        with self._errors():
+            removed = self._client.hdel(self.signals_key(signal.run_id), _signal_field(signal))
+        return bool(removed)
+
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         key = self.signals_key(run_id)
         with self._errors():
@@ -362,7 +391,34 @@ class RedisHotTier(HotTier):
             pipe.delete(self.run_key(run_id), self.journal_key(run_id), self.signals_key(run_id))
             pipe.zrem(self._runs_key, run_id)
             pipe.zrem(self._due_key, run_id)
+            pipe.zrem(self._ended_key, run_id)
             pipe.execute()
+
+    def _ended(self, before: datetime, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        with self._errors():
+            ids = self._client.zrangebyscore(
+                self._ended_key, "-inf", repr(before.timestamp()), start=0, num=limit
+            )
+        return [i.decode() for i in ids]
+
+    def _delete_ended(self, claimed: RunRecord) -> bool:
+        # The claim was written with exactly this doc, so equal bytes mean an untouched claim.
+        run_id = claimed.run_id
+        with self._errors():
+            reply = self._delete_ended_script(
+                keys=[
+                    self.run_key(run_id),
+                    self.journal_key(run_id),
+                    self.signals_key(run_id),
+                    self._runs_key,
+                    self._due_key,
+                    self._ended_key,
+                ],
+                args=[serialize.dump(claimed), run_id],
+            )
+        return bool(reply == 1)
 
     def close(self) -> None:
         with self._errors():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -19,43 +19,143 @@ from typing import Any
 
 from statestore import serialize
 from statestore.errors import (
+    CorruptStateError,
     RunNotFoundError,
     SequenceConflictError,
+    StateStoreError,
     StoreUnavailableError,
 )
 from statestore.hot import HotTier
 from statestore.models import JournalEntry, RunRecord, Signal
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id     TEXT PRIMARY KEY,
-    version    INTEGER NOT NULL,
-    due_at     REAL,
-    created_at REAL NOT NULL,
-    doc        BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at);
-CREATE TABLE IF NOT EXISTS journal (
+# The schema's version, kept in ``PRAGMA user_version``. 0 is a new, empty file, or one written
+# before versioning (version 1: a WITHOUT ROWID journal, no ended_at). Each migration moves one
+# version up; ``_prepare`` runs them in one transaction.
+SCHEMA_VERSION = 2
+
+# Page size of a new database (an existing one keeps its own). A journal row is an entry's whole
+# document, often 2-3 KB: a 4 KB page fits one such row and wastes the rest, 16 KB pages fit
+# five to seven. The file holds about 1.2x the bytes of incompressible 2 KB entries, not 2x.
+_PAGE_SIZE = 16384
+
+# The journal is an ordinary rowid table: rows live in the table's leaves, which keep a row of
+# up to almost a page inline. WITHOUT ROWID stored them in an index b-tree, which keeps only
+# about 1 KB inline and spills the rest into a 4 KB overflow page per row (2.3x the data).
+_JOURNAL = """
+CREATE TABLE {name} (
     run_id TEXT NOT NULL,
     seq    INTEGER NOT NULL,
     doc    BLOB NOT NULL,
     PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS signals (
+)"""
+
+# ended_at: when the run ended (``HotTier.ended_at``), indexed for retention.
+_ENDED_INDEX = "CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL"
+
+_CREATE = (
+    """
+CREATE TABLE runs (
+    run_id     TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    due_at     REAL,
+    created_at REAL NOT NULL,
+    doc        BLOB NOT NULL,
+    ended_at   REAL
+)""",
+    "CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL",
+    "CREATE INDEX runs_created ON runs (created_at)",
+    _ENDED_INDEX,
+    _JOURNAL.format(name="journal"),
+    """
+CREATE TABLE signals (
     run_id    TEXT NOT NULL,
     name      TEXT NOT NULL,
     signal_id TEXT NOT NULL,
     doc       BLOB NOT NULL,
     PRIMARY KEY (run_id, name, signal_id)
-) WITHOUT ROWID;
-"""
+) WITHOUT ROWID""",
+)
 
 _PAGE = 1000
+
+RecordLoader = Callable[[str, bytes], RunRecord]
 
 
 def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def _prepare(conn: sqlite3.Connection, load: RecordLoader) -> None:
+    """Create the schema, or migrate an older one in place, once whoever opens the file first.
+
+    Several processes may open a file at once: the write lock (BEGIN IMMEDIATE) lets one of them
+    in at a time, and each re-reads the version under the lock, so a migration runs once and
+    the others find it done. Migrations are all-or-nothing: a crash leaves the old schema.
+    """
+    if _user_version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _upgrade(conn, load)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _upgrade(conn: sqlite3.Connection, load: RecordLoader) -> None:
+    version = _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StateStoreError(
+            f"the sqlite store has schema version {version}, newer than this Outlast knows "
+            f"({SCHEMA_VERSION}); upgrade this process"
+        )
+    if version == 0:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+        ).fetchone()
+        if exists is None:
+            for statement in _CREATE:
+                conn.execute(statement)
+            version = SCHEMA_VERSION
+        else:
+            version = 1
+    while version < SCHEMA_VERSION:
+        _MIGRATIONS[version](conn, load)
+        version += 1
+    # PRAGMA takes no parameters; version is an int of ours.
+    conn.execute(f"PRAGMA user_version = {int(version)}")
+
+
+def _v1_to_v2(conn: sqlite3.Connection, load: RecordLoader) -> None:
+    """Index when ended runs ended, and move the journal to a rowid table."""
+    conn.execute("ALTER TABLE runs ADD COLUMN ended_at REAL")
+    ended: list[tuple[float, str]] = []
+    for run_id, doc in conn.execute("SELECT run_id, doc FROM runs"):
+        try:
+            at = HotTier.ended_at(load(run_id, doc))
+        except CorruptStateError:
+            continue  # reported when the run is read; it just never expires
+        if at is not None:
+            ended.append((at.timestamp(), run_id))
+    conn.executemany("UPDATE runs SET ended_at = ? WHERE run_id = ?", ended)
+    conn.execute(_ENDED_INDEX)
+    conn.execute(_JOURNAL.format(name="journal_v2"))
+    conn.execute(
+        "INSERT INTO journal_v2 (run_id, seq, doc) SELECT run_id, seq, doc FROM journal "
+        "ORDER BY run_id, seq"
+    )
+    conn.execute("DROP TABLE journal")
+    conn.execute("ALTER TABLE journal_v2 RENAME TO journal")
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection, RecordLoader], None]] = {1: _v1_to_v2}
 
 
 class SqliteHotTier(HotTier):
@@ -81,8 +181,7 @@ class SqliteHotTier(HotTier):
         except OSError as exc:
             raise StoreUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
         with self._errors():
-            conn = self._conn()
-            conn.executescript(_SCHEMA)
+            _prepare(self._conn(), self._record)
 
     # Each thread (and each forked process) gets its own connection: sqlite3 connections must not
     # be shared across threads, and never across a fork.
@@ -96,6 +195,9 @@ class SqliteHotTier(HotTier):
                 timeout=self.busy_timeout_ms / 1000,
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # Before WAL mode, which writes the file's first page: after that the size is fixed
+            # (and on an existing file this does nothing).
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._local.conn = conn
@@ -118,12 +220,13 @@ class SqliteHotTier(HotTier):
         with self._errors():
             conn = self._conn()
             cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (run_id, version, due_at, created_at, doc) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO runs (run_id, version, due_at, ended_at, created_at, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     record.run_id,
                     record.version,
                     _ts(record.due_at()),
+                    _ts(self.ended_at(record)),
                     record.created_at.timestamp(),
                     serialize.dump(record),
                 ),
@@ -156,9 +259,16 @@ class SqliteHotTier(HotTier):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
-                    "UPDATE runs SET version = ?, due_at = ?, doc = ? "
+                    "UPDATE runs SET version = ?, due_at = ?, ended_at = ?, doc = ? "
                     "WHERE run_id = ? AND version = ?",
-                    (new.version, _ts(new.due_at()), doc, run_id, old.version),
+                    (
+                        new.version,
+                        _ts(new.due_at()),
+                        _ts(self.ended_at(new)),
+                        doc,
+                        run_id,
+                        old.version,
+                    ),
                 )
                 if cur.rowcount != 1:
                     row = conn.execute(
@@ -210,6 +320,15 @@ class SqliteHotTier(HotTier):
                 "INSERT INTO signals (run_id, name, signal_id, doc) VALUES (?, ?, ?, ?)",
                 (signal.run_id, signal.name, signal.signal_id, serialize.dump(signal)),
             )
+
+
+    def _delete_signal(self, signal: Signal) -> bool:
+        with self._errors():
+            cur = self._conn().execute(
+                "DELETE FROM signals WHERE run_id = ? AND name = ? AND signal_id = ?",
+                (signal.run_id, signal.name, signal.signal_id),
+            )
+            return cur.rowcount == 1
 
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         with self._errors():
@@ -268,6 +387,42 @@ class SqliteHotTier(HotTier):
             for table in ("journal", "signals", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608
             conn.execute("COMMIT")
+
+    def _ended(self, before: datetime, limit: int) -> list[str]:
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT run_id FROM runs WHERE ended_at IS NOT NULL AND ended_at <= ? "
+                    "ORDER BY ended_at LIMIT ?",
+                    (before.timestamp(), limit),
+                )
+                .fetchall()
+            )
+        return [r[0] for r in rows]
+
+    def _delete_ended(self, claimed: RunRecord) -> bool:
+        run_id = claimed.run_id
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                stored = self._record(run_id, row[0]) if row else None
+                if stored is None or (stored.incarnation, stored.version) != (
+                    claimed.incarnation,
+                    claimed.version,
+                ):
+                    conn.execute("ROLLBACK")
+                    return False
+                for table in ("journal", "signals", "runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))  # noqa: S608
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return True
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -183,7 +183,7 @@ def test_write_to_a_missing_run_raises_not_found(tier: DynamoHotTier) -> None:
         tier._write(ghost, ghost.model_copy(update={"version": 1}), [entry(0)], None)
 
 
-# ---------------------------------------------------------------- the due index and TTL
+# ---------------------------------------------------------------- the due index and retention
 
 
 def test_due_index_is_sparse(tier: DynamoHotTier, raw: Any) -> None:
@@ -193,8 +193,9 @@ def test_due_index_is_sparse(tier: DynamoHotTier, raw: Any) -> None:
     token = tier.acquire_lease("r1", "leg", TTL).token
     tier.complete("r1", token, b"done")
     done = run_item(raw, tier, "r1")
-    assert "due_p" not in done and "due_at" not in done
-    assert "expires_at" not in done  # no retention asked for
+    # An ended run leaves the "due" partition for the "ended" one (retention's index).
+    assert done["due_p"] == {"S": "ended"}
+    assert "expires_at" not in done  # no native TTL: it would delete the run item alone
     indexed = raw.query(
         TableName=tier.table,
         IndexName="due",
@@ -215,20 +216,58 @@ def test_due_runs_come_earliest_first(tier: DynamoHotTier) -> None:
     assert tier.due_runs(T0 + timedelta(minutes=1), limit=1) == ["c"]
 
 
-def test_retention_sets_the_ttl_attribute_on_ended_runs(
+def test_ended_runs_are_indexed_by_end_time_and_the_table_has_no_ttl(
     moto_server: MotoServer, tier: DynamoHotTier, raw: Any
 ) -> None:
     kept = DynamoHotTier(
-        tier.table, region="us-east-1", endpoint_url=moto_server.endpoint, retention_days=7
+        tier.table,
+        region="us-east-1",
+        endpoint_url=moto_server.endpoint,
+        retention=timedelta(days=7),
     )
     kept.create_run("r1", "fn")
-    assert "expires_at" not in run_item(raw, kept, "r1")
     token = kept.acquire_lease("r1", "leg", TTL).token
     done = kept.complete("r1", token, None)
-    assert run_item(raw, kept, "r1")["expires_at"] == {
-        "N": str(int((done.updated_at + timedelta(days=7)).timestamp()))
-    }
     assert done.status is RunStatus.SUCCEEDED
+    item = run_item(raw, kept, "r1")
+    assert item["due_at"] == {"N": f"{done.updated_at.timestamp():.6f}"}
+    assert "expires_at" not in item
+    assert kept.expired_runs(done.updated_at + timedelta(days=7)) == ["r1"]
+    assert kept.expired_runs(done.updated_at + timedelta(days=6)) == []
+    ttl = raw.describe_time_to_live(TableName=tier.table)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "DISABLED"
+
+
+def test_delete_run_removes_the_run_item_last(tier: DynamoHotTier, raw: Any) -> None:
+    tier.create_run("r1", "fn")
+    token = tier.acquire_lease("r1", "leg", TTL).token
+    tier.append("r1", token, [entry(0)])
+    tier.put_signal("r1", "go", b"x")
+    order: list[str] = []
+    batch, single = tier._client.batch_write_item, tier._client.delete_item
+
+    def batch_write_item(**params: Any) -> Any:
+        order.extend(
+            r["DeleteRequest"]["Key"]["sk"]["S"] for r in params["RequestItems"][tier.table]
+        )
+        return batch(**params)
+
+    def delete_item(**params: Any) -> Any:
+        order.append(params["Key"]["sk"]["S"])
+        return single(**params)
+
+    tier._client.batch_write_item = batch_write_item
+    tier._client.delete_item = delete_item
+    tier.delete_run("r1")
+    # Until the run item goes, the id stays taken: nothing can meet the old journal.
+    assert order[-1] == "run" and sorted(order[:-1])[0] == "j#000000000000"
+    assert len(order) == 3
+    left = raw.query(
+        TableName=tier.table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "r1"}},
+    )["Items"]
+    assert left == []
 
 
 # ---------------------------------------------------------------- journal and signals
