@@ -17,13 +17,16 @@ from outlast.dispatch import CollectingDispatcher, Dispatcher
 from outlast.errors import FunctionNotFoundError, RunFailedError, RunNotFinishedError
 from outlast.leg import LegOutcome, run_leg
 from outlast.retry import RetryPolicy
-from outlast.values import rebuild, to_plain
+from outlast.values import from_plain, rebuild, to_json_view, to_plain
 from statestore import (
     ErrorInfo,
     JournalEntry,
+    RunConflictError,
     RunCounters,
+    RunEndedError,
     RunRecord,
     RunStatus,
+    Signal,
     StateStore,
     codec,
     open_store,
@@ -167,13 +170,37 @@ class App:
         """
         name = function.name if isinstance(function, DurableFunction) else function
         self.function(name)
+        given = run_id is not None
         run_id = validate_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         plain = to_plain(input)
-        body = codec.pack(plain)
+        # Canonical (map keys sorted), so a retry whose client ordered the keys differently is
+        # the same start. Raises TypeError for an unstorable input before anything is written.
+        input_hash = codec.canonical_hash(plain)
+        if given:
+            # Refuse or answer a repeated start before the input reaches the cold tier: a
+            # refused start must leave no blob behind (anyone could otherwise fill the cold
+            # tier under any run id by starting it again with a large input).
+            existing = self.store.hot.find_run(run_id)
+            if existing is not None:
+                # Runs created before canonical hashing carry the hash of the input's bytes as
+                # they came; a retry with the very same bytes is still the same start.
+                same = existing.input_hash in (input_hash, codec.content_hash(codec.pack(plain)))
+                if existing.function == name and same:
+                    return run_id
+                raise RunConflictError(
+                    f"run {run_id!r} already exists with "
+                    + (
+                        f"function {existing.function!r} (not {name!r})"
+                        if existing.function != name
+                        else "a different input"
+                    )
+                    + "; choose another run id"
+                )
+        # A start racing this one under the same id may still win between the look above and
+        # create_run below; create_run then refuses and the input blob just written stays
+        # behind unreferenced: garbage (content-addressed, never read), not corruption.
         stored = self.store.encode(run_id, plain)
-        self.store.hot.create_run(
-            run_id, name, input=stored, input_hash=codec.content_hash(body), tags=tags
-        )
+        self.store.hot.create_run(run_id, name, input=stored, input_hash=input_hash, tags=tags)
         return run_id
 
     def status(self, run_id: str) -> RunView:
@@ -181,7 +208,7 @@ class App:
         return self._view(record)
 
     def _view(self, record: RunRecord) -> RunView:
-        result = self.store.run_result(record) if record.result is not None else None
+        result = to_json_view(self.store.run_result(record)) if record.result is not None else None
         return RunView(
             run_id=record.run_id,
             function=record.function,
@@ -202,15 +229,28 @@ class App:
         if record.status is RunStatus.SUCCEEDED:
             plain = self.store.run_result(record)
             fn = self._functions.get(record.function)
-            return rebuild(fn.fn, plain) if fn else plain
+            return rebuild(fn.fn, plain) if fn else from_plain(plain)
         if record.status in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise RunFailedError(run_id, record.status.value, record.error)
         raise RunNotFinishedError(f"run {run_id!r} is {record.status.value}")
 
-    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Send a signal; it is kept until the run waits for it, and wakes the run if it waits."""
+    def signal(self, run_id: str, name: str, payload: Any = None) -> Signal:
+        """Send a signal; it is kept until the run waits for it, and wakes the run if it waits.
+
+        Raises ``ValueError`` for a name that is not 1-128 characters, ``RunNotFoundError`` and
+        ``RunEndedError`` for a run that does not exist or has ended, ``TypeError`` for a payload
+        that cannot be stored; in each case nothing is written to either tier.
+        """
+        if not isinstance(name, str) or not 1 <= len(name) <= 128:
+            raise ValueError("a signal name is 1-128 characters")
+        # Look before the payload goes to the cold tier: a refused signal must leave no blob.
+        record = self.store.hot.get_run(run_id)
+        if record.status.terminal:
+            raise RunEndedError(f"run {run_id!r} has {record.status.value}; it takes no signals")
+        # If the run ends between this look and put_signal, put_signal refuses (and removes the
+        # signal it wrote) but the payload blob stays behind unreferenced: garbage, never read.
         stored = self.store.encode(run_id, to_plain(payload)) if payload is not None else None
-        self.store.hot.put_signal(run_id, name, stored)
+        return self.store.hot.put_signal(run_id, name, stored)
 
     def cancel(self, run_id: str) -> RunView:
         return self._view(self.store.hot.cancel(run_id))

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from outlast.app import App
 from outlast.emulator import Emulator, EmulatorReport, Event, Faults
 from outlast.errors import TargetError
 from outlast.report import run_report
@@ -332,10 +333,11 @@ def runs_signal(
     _check_run_id(run_id)
     value = _parse_json(payload, "--payload")
     store = _store(hot, cold)
+    # Through App.signal, which refuses (unknown or ended run, bad name) before the payload
+    # is written anywhere: a refused signal leaves no blob in the cold tier.
     try:
-        stored = store.encode(run_id, value) if value is not None else None
-        signal = store.hot.put_signal(run_id, name, stored)
-    except (StateStoreError, ValueError) as exc:
+        signal = App("outlast-cli", store=store).signal(run_id, name, value)
+    except (StateStoreError, ValueError, TypeError) as exc:
         fail(str(exc))
     if as_json:
         _emit_json({"run_id": run_id, "signal": name, "signal_id": signal.signal_id})

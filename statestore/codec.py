@@ -135,3 +135,27 @@ def decode(data: bytes, where: Location) -> Any:
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def canonical_hash(value: Any) -> str:
+    """sha256 of ``value``'s canonical msgpack: every map's entries sorted, recursively.
+
+    Used for identities that must not depend on how a client happened to order a dict (a run's
+    input hash: a retried ``POST /runs`` with its keys reordered is the same request). Entries
+    are sorted by the canonical bytes of their keys, which orders keys of any mix of types the
+    same way every time. Tuples and lists encode alike, as msgpack arrays. Raises ``TypeError``
+    like ``pack`` for values that cannot be stored.
+    """
+    return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    if isinstance(value, dict):
+        items = sorted((_canonical(k), _canonical(v)) for k, v in value.items())
+        # A fresh Packer per call: Packer objects keep a buffer and are not thread-safe.
+        head: bytes = msgpack.Packer(use_bin_type=True).pack_map_header(len(items))
+        return head + b"".join(k + v for k, v in items)
+    if isinstance(value, list | tuple):
+        head = msgpack.Packer(use_bin_type=True).pack_array_header(len(value))
+        return head + b"".join(_canonical(v) for v in value)
+    return pack(value)

@@ -165,14 +165,13 @@ class ApiHandler:
             else:
                 raise ApiError(400, "bad_request", 'the body must be {"payload": ...} or empty')
             hot = self.app.store.hot
-            record = hot.find_run(run_id)
-            if record is None:
-                raise ApiError(404, "not_found", f"run {run_id!r} does not exist")
-            if record.status.terminal:
-                raise ApiError(409, "run_ended", f"run {run_id!r} has {record.status.value}")
+            # App.signal checks the run before the payload is written to either tier, and
+            # refuses a run that ends while the signal is written.
             try:
                 self.app.signal(run_id, name, payload)
-            except RunEndedError as exc:  # it ended between the look and the write
+            except RunNotFoundError:
+                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
+            except RunEndedError as exc:
                 raise ApiError(409, "run_ended", str(exc)) from None
             after = hot.get_run(run_id)
             woke = after.status.value == "suspended" and after.runnable(hot.now())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from outlast import App
 from outlast.platforms.api import MAX_BODY_BYTES, ApiHandler
 from tests.lambda_platform.conftest import Tiers
 from tests.lambda_platform.support import AGENT, CapturingLambda, load_event
+from tests.lambda_platform.workloads import make_app
 
 
 def request(
@@ -216,3 +218,100 @@ def test_the_body_limit_counts_decoded_bytes_for_base64(api: ApiHandler, app: Ap
     assert len(base64.b64encode(body.encode())) > MAX_BODY_BYTES
     assert call(api, request("POST", "/runs", body, base64_body=True))[0] == 202
     assert app.store.hot.get_run("big").function == "squares"
+
+
+# Random hex: zstd cannot squeeze it under the tiny inline limit below, so a value that got as
+# far as being encoded would show up as an object in the S3 cold tier.
+BIG = "".join(f"{(i * 2654435761) % 2**32:08x}" for i in range(500))
+
+
+@pytest.fixture
+def tight_app(tiers: Tiers) -> Iterator[App]:
+    """The app with a 64-byte inline limit: every large input or payload goes to S3."""
+    made = make_app(f"{tiers.hot_url}&inline_limit=64", tiers.cold_url)
+    yield made
+    made.close()
+
+
+REFUSED_LARGE = [
+    pytest.param(
+        "/runs",
+        json.dumps({"function": "squares", "run_id": "exists", "input": {"big": BIG}}),
+        409,
+        "conflict",
+        id="run-id-taken-with-other-input",
+    ),
+    pytest.param(
+        "/runs",
+        json.dumps({"function": "nosuch", "run_id": "fresh", "input": BIG}),
+        400,
+        "unknown_function",
+        id="unknown-function",
+    ),
+    pytest.param(
+        "/runs/nope/signals/go", json.dumps({"payload": BIG}), 404, "not_found", id="unknown-run"
+    ),
+    pytest.param(
+        "/runs/ended/signals/go", json.dumps({"payload": BIG}), 409, "run_ended", id="ended-run"
+    ),
+    pytest.param(
+        "/runs/exists/signals/bad*name",
+        json.dumps({"payload": BIG}),
+        400,
+        "bad_signal_name",
+        id="bad-signal-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), REFUSED_LARGE)
+def test_refused_requests_with_large_values_leave_no_blob(
+    tight_app: App,
+    lam: CapturingLambda,
+    tiers: Tiers,
+    path: str,
+    body: str,
+    status: int,
+    code: str,
+) -> None:
+    api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
+    tight_app.start("squares", 1, run_id="exists")
+    tight_app.start("squares", 2, run_id="ended")
+    tight_app.cancel("ended")
+    before = snapshot(tight_app, tiers)
+    assert tiers.cold_objects() == []
+
+    got_status, got = call(api, request("POST", path, body))
+
+    assert (got_status, got["error"]["code"]) == (status, code)
+    assert tiers.cold_objects() == []
+    assert snapshot(tight_app, tiers) == before
+    assert lam.invokes == []
+
+
+def test_an_accepted_large_start_does_reach_the_cold_tier(
+    tight_app: App, lam: CapturingLambda, tiers: Tiers
+) -> None:
+    # Guards the test above: a large value the API accepts is a blob under its run's prefix.
+    api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
+    body = json.dumps({"function": "squares", "run_id": "large", "input": {"big": BIG}})
+    assert call(api, request("POST", "/runs", body))[0] == 202
+    assert [k for k in tiers.cold_objects() if "/runs/large/" in k]
+
+
+def test_a_retried_start_with_its_input_keys_reordered_is_accepted(
+    api: ApiHandler, app: App
+) -> None:
+    first = {"what": "deploy", "where": {"region": "eu", "zone": "a"}}
+    again = {"where": {"zone": "a", "region": "eu"}, "what": "deploy"}
+    for value in (first, again):
+        body = json.dumps({"run_id": "retry", "input": value, "function": "approver"})
+        assert call(api, request("POST", "/runs", body)) == (
+            202,
+            {"run_id": "retry", "status": "pending", "dispatched": True},
+        )
+    assert app.store.hot.get_run("retry").version == 0
+    changed = json.dumps(
+        {"function": "approver", "run_id": "retry", "input": {**again, "what": "rollback"}}
+    )
+    assert call(api, request("POST", "/runs", changed))[0] == 409
