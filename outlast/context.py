@@ -3,11 +3,15 @@
 Every call is one journaled operation. While the journal holds an entry at the current seq, the
 call *replays*: it checks that the entry is the same kind and name as the call, and returns the
 stored value without running anything. Past the end of the journal the call runs *live*, and its
-result is committed (cold tier first for large values, then one fenced hot append) before the
-code sees it.
+result is committed through the leased run (``statestore.LeasedRun.commit``) before the code sees
+it. What live code sees is the committed value read back, so a replay can only ever give the same.
 
 Clock and random reads are buffered and committed with the next write: if the leg dies before
 that, nothing outside saw them, and the next leg simply draws again.
+
+Failures of the store under these calls are not the user's: they unwind the function as
+``StoreFailure`` (a ``BaseException``), which ``except Exception`` in user code cannot swallow.
+Only exceptions raised by the user's own step functions are the user's.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import threading
 import time
 import traceback
 import uuid as _uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from outlast import values
 from outlast.budget import Budget, StepTimings
 from outlast.errors import (
     DurableControl,
@@ -32,22 +37,24 @@ from outlast.errors import (
     LeaseLost,
     NonDeterminismError,
     StepFailedError,
+    StoreFailure,
     Suspend,
 )
-from outlast.faults import FaultPlan
+from outlast.journal_cache import ReplayJournal
 from outlast.retry import RetryPolicy
-from outlast.values import rebuild, to_plain
 from statestore import (
     EntryKind,
     EntryStatus,
     ErrorInfo,
     JournalEntry,
+    LeasedRun,
     LeaseLostError,
-    RunUpdate,
-    StateStore,
+    Operation,
+    StateStoreError,
+    TierHint,
+    UnstorableValueError,
     utcnow,
 )
-from statestore.routing import TierHint
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,13 +64,24 @@ StepHook = Callable[[str, int, str], AbstractContextManager[None]]
 # the run so no compute is held while nothing happens.
 DEFAULT_INLINE_WAIT = 1.0
 
+# What an error's stored form keeps: enough to read, never enough to make a run unstorable.
+MAX_ERROR_MESSAGE = 8 * 1024
+MAX_TRACEBACK = 32 * 1024
+
 
 def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(
         type=type(exc).__qualname__,
-        message=str(exc),
-        traceback="".join(traceback.format_exception(exc)),
+        message=_clip(str(exc), MAX_ERROR_MESSAGE),
+        traceback=_clip("".join(traceback.format_exception(exc)), MAX_TRACEBACK),
     )
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return text[: limit // 2] + f"\n... [{cut} characters cut] ...\n" + text[-limit // 2 :]
 
 
 def step_name_of(fn: Callable[..., Any]) -> str:
@@ -79,23 +97,6 @@ class LegStats:
     step_seconds: float = 0.0  # time inside live step functions (the work a restart re-spends)
 
 
-@dataclass
-class _Journal:
-    """This leg's view of the run's journal: what was loaded plus what this leg wrote."""
-
-    entries: list[JournalEntry]
-    loaded: int  # how many entries came from the store (the replay part)
-    cursor: int = 0
-    pending: list[JournalEntry] = field(default_factory=list)  # buffered, not yet committed
-
-    def peek(self) -> JournalEntry | None:
-        return self.entries[self.cursor] if self.cursor < len(self.entries) else None
-
-    @property
-    def next_seq(self) -> int:
-        return len(self.entries)
-
-
 class _ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Logs only when live: a replay re-executes the code, not the history it already logged."""
 
@@ -109,7 +110,7 @@ class _ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = dict(kwargs.get("extra") or {})
         extra.setdefault("run_id", self._ctx.run_id)
-        extra.setdefault("seq", self._ctx._journal.next_seq)
+        extra.setdefault("seq", self._ctx.seq)
         kwargs["extra"] = extra
         return msg, kwargs
 
@@ -120,27 +121,22 @@ class Context:
     def __init__(
         self,
         *,
-        store: StateStore,
-        run_id: str,
-        token: int,
-        leg: int,
-        journal: list[JournalEntry],
+        leased: LeasedRun,
+        journal: ReplayJournal,
         budget: Budget,
         retry: RetryPolicy,
         inline_wait: float = DEFAULT_INLINE_WAIT,
-        faults: FaultPlan | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.run_id = run_id
-        self.leg = leg
-        self._store = store
-        self._token = token
-        self._journal = _Journal(entries=list(journal), loaded=len(journal))
+        self.run_id = leased.run_id
+        self.leg = leased.leg
+        self._leased = leased
+        self._store = leased.store
+        self._replay = journal
         self._budget = budget
         self._retry = retry
         self._inline_wait = inline_wait
-        self._faults = faults if faults is not None else FaultPlan()
-        self._timings = StepTimings(journal)
+        self._timings = StepTimings()  # fed by the replay, then by live steps
         self._lock = threading.RLock()
         self._local = threading.local()
         self._lost = False
@@ -159,7 +155,7 @@ class Context:
         Code between the last journaled operation and the next one may also have run in an
         earlier leg (which then suspended or handed off there), so it counts as replay too.
         """
-        return not self._live and self._journal.loaded > 0
+        return not self._live and self._replay.total > 0
 
     @property
     def step_key(self) -> str:
@@ -179,12 +175,12 @@ class Context:
     @property
     def seq(self) -> int:
         """The seq the next operation will have (or replay)."""
-        return self._journal.cursor
+        entry = self._peek()
+        return entry.seq if entry is not None else self._leased.next_seq
 
     @property
-    def journal(self) -> Sequence[JournalEntry]:
-        """The entries this leg knows of (loaded and written), oldest first."""
-        return tuple(self._journal.entries)
+    def leased(self) -> LeasedRun:
+        return self._leased
 
     # ------------------------------------------------------------------ steps
 
@@ -199,11 +195,11 @@ class Context:
     ) -> R:
         """Run ``fn(*args, **kwargs)`` once, durably: a replay returns the committed result."""
         step = name or step_name_of(fn)
-        start_seq = self._journal.cursor
+        start_seq = self.seq
         attempt, retry_at = 0, None
-        while (entry := self._journal.peek()) is not None:
+        while (entry := self._peek()) is not None:
             self._expect(entry, EntryKind.STEP, step)
-            self._journal.cursor += 1
+            self._advance()
             if entry.status is EntryStatus.RETRY:
                 attempt, retry_at = entry.attempt, _retry_at(entry)
                 continue
@@ -211,7 +207,7 @@ class Context:
             if entry.status is EntryStatus.ERROR:
                 assert entry.error is not None
                 raise StepFailedError(step, entry.error, entry.attempt)
-            return rebuild(fn, self._value(entry))  # type: ignore[no-any-return]
+            return values.rebuild(fn, self._value(entry))  # type: ignore[no-any-return]
         return self._live_step(
             fn,
             args,
@@ -244,12 +240,12 @@ class Context:
             raise ValueError("max_concurrency must be at least 1")
         work = list(items)
         base = name or step_name_of(fn)
-        start_seq = self._journal.cursor
+        start_seq = self.seq
         results: dict[int, Any] = {}
         failures: dict[int, StepFailedError] = {}
         retries: dict[int, tuple[int, datetime | None]] = {}
         open_items = set(range(len(work)))
-        while open_items and (entry := self._journal.peek()) is not None:
+        while open_items and (entry := self._peek()) is not None:
             index = _map_index(entry, base)
             if entry.kind is not EntryKind.STEP or index is None or index not in open_items:
                 raise NonDeterminismError(
@@ -258,7 +254,7 @@ class Context:
                     f"{entry.kind.value} {entry.name!r}",
                     f"step '{base}[i]' for one of the items {sorted(open_items)}",
                 )
-            self._journal.cursor += 1
+            self._advance()
             if entry.status is EntryStatus.RETRY:
                 retries[index] = (entry.attempt, _retry_at(entry))
                 continue
@@ -268,11 +264,13 @@ class Context:
                 assert entry.error is not None
                 failures[index] = StepFailedError(entry.name, entry.error, entry.attempt)
             else:
-                results[index] = rebuild(fn, self._value(entry))
+                results[index] = values.rebuild(fn, self._value(entry))
 
         stops: list[DurableControl] = []
 
         def run_item(index: int) -> None:
+            if stops:
+                return  # the leg is stopping: start no more items
             attempt, retry_at = retries.get(index, (0, None))
             try:
                 results[index] = self._live_step(
@@ -288,15 +286,13 @@ class Context:
                 )
             except StepFailedError as exc:
                 failures[index] = exc
-            except (HandOff, Suspend, LeaseLost) as exc:
+            except DurableControl as exc:
                 stops.append(exc)
 
         if open_items:
             pending = sorted(open_items)
             if max_concurrency == 1 or len(pending) == 1:
                 for index in pending:
-                    if stops:
-                        break
                     run_item(index)
             else:
                 with ThreadPoolExecutor(
@@ -304,15 +300,7 @@ class Context:
                 ) as pool:
                     list(pool.map(run_item, pending))
         if stops:
-            # Items that finished are committed; the rest run in the next leg.
-            lost = [s for s in stops if isinstance(s, LeaseLost)]
-            handoffs = [s for s in stops if isinstance(s, HandOff)]
-            if lost:
-                raise lost[0]
-            if handoffs:
-                raise handoffs[0]
-            wakes = [s.wake_at for s in stops if isinstance(s, Suspend) and s.wake_at]
-            raise Suspend(min(wakes) if wakes else None, None)
+            raise _most_serious(stops)
         if failures:
             raise failures[min(failures)]
         return [results[i] for i in range(len(work))]
@@ -353,57 +341,33 @@ class Context:
                 elapsed = time.perf_counter() - clock
                 self._account(step, elapsed)
                 info = error_info(exc)
+                meta = dict(self._local.meta)
                 if attempt < policy.max_attempts and policy.retryable(exc):
                     delay = policy.delay(attempt, exc=exc)
                     ended = utcnow()
-                    self._commit_step(
-                        step,
-                        EntryStatus.RETRY,
-                        None,
-                        info,
-                        attempt,
-                        started,
-                        ended,
-                        {**self._local.meta, "retry_delay_s": round(delay, 6)},
-                    )
+                    meta["retry_delay_s"] = round(delay, 6)
+                    self._commit_step(step, EntryStatus.RETRY, None, info, attempt, started, meta)
                     retry_at = ended + timedelta(seconds=delay)
                     continue
-                self._commit_step(
-                    step,
-                    EntryStatus.ERROR,
-                    None,
-                    info,
-                    attempt,
-                    started,
-                    utcnow(),
-                    dict(self._local.meta),
-                )
+                self._commit_step(step, EntryStatus.ERROR, None, info, attempt, started, meta)
                 self.stats.steps_executed += 1
                 raise StepFailedError(step, info, attempt) from exc
             finally:
                 self._local.step_key = None
             elapsed = time.perf_counter() - clock
             self._account(step, elapsed)
-            plain = to_plain(result)
-            self._faults.point("before-cold")
-            try:
-                stored = self._store.encode(self.run_id, plain, tier=tier)
-            except TypeError as exc:
-                raise TypeError(
-                    f"step {step!r} returned a result that cannot be stored: {exc}"
-                ) from None
-            self._commit_step(
-                step,
-                EntryStatus.OK,
-                stored,
-                None,
-                attempt,
-                started,
-                utcnow(),
-                dict(self._local.meta),
+            plain = self._plain(result, f"step {step!r} returned a result that")
+            committed = self._commit_step(
+                step, EntryStatus.OK, plain, None, attempt, started, dict(self._local.meta), tier
             )
             self.stats.steps_executed += 1
-            return rebuild(fn, plain)  # type: ignore[no-any-return]
+            return values.rebuild(fn, committed)  # type: ignore[no-any-return]
+
+    def _plain(self, value: Any, what: str) -> Any:
+        try:
+            return values.to_plain(value)
+        except TypeError as exc:
+            raise TypeError(f"{what} cannot be stored: {exc}") from None
 
     def _account(self, step: str, elapsed: float) -> None:
         with self._lock:
@@ -414,28 +378,28 @@ class Context:
         self,
         step: str,
         status: EntryStatus,
-        stored: Any,
+        plain: Any,
         error: ErrorInfo | None,
         attempt: int,
         started: datetime,
-        ended: datetime,
         meta: dict[str, Any],
-    ) -> None:
-        with self._lock:
-            entry = JournalEntry(
-                seq=self._journal.next_seq,
-                kind=EntryKind.STEP,
-                name=step,
-                status=status,
-                value=stored,
-                error=error,
-                attempt=attempt,
-                leg=self.leg,
-                started_at=started,
-                ended_at=ended,
-                meta=meta,
-            )
-            self._commit([entry])
+        tier: TierHint = None,
+    ) -> Any:
+        """Commit one step entry; return its value as committed (what a replay will decode)."""
+        op = Operation(
+            kind=EntryKind.STEP,
+            name=step,
+            status=status,
+            value=plain,
+            error=error,
+            attempt=attempt,
+            started_at=started,
+            ended_at=utcnow(),
+            meta=meta,
+            tier=tier,
+        )
+        [committed] = self._write(lambda: self._leased.commit([op]))
+        return committed.value
 
     # ------------------------------------------------------------------ waiting
 
@@ -447,10 +411,10 @@ class Context:
         name: str = "sleep",
     ) -> None:
         """Wait durably. A long wait suspends the run: no leg holds compute while it sleeps."""
-        entry = self._journal.peek()
+        entry = self._peek()
         if entry is not None:
             self._expect(entry, EntryKind.SLEEP, name)
-            self._journal.cursor += 1
+            self._advance()
             wake_at: datetime = self._value(entry)
         else:
             if (duration is None) == (until is None):
@@ -460,7 +424,7 @@ class Context:
             else:
                 seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
                 wake_at = utcnow() + timedelta(seconds=float(seconds or 0))
-            self._buffer(EntryKind.SLEEP, name, wake_at)
+            wake_at = self._buffer(EntryKind.SLEEP, name, wake_at)
         self._wait_until(wake_at)
 
     def wait_for_signal(
@@ -483,25 +447,18 @@ class Context:
                 f"deadline:{name}",
                 lambda: utcnow() + timedelta(seconds=float(seconds)),
             )
-        entry = self._journal.peek()
+        entry = self._peek()
         if entry is not None:
             self._expect(entry, EntryKind.SIGNAL, name)
-            self._journal.cursor += 1
-            return default if entry.meta.get("timed_out") else self._value(entry)
+            self._advance()
+            if entry.meta.get("timed_out"):
+                return default
+            return values.from_plain(self._value(entry))
         self._live = True
         with self._lock:
-            self._flush()
-            try:
-                taken = self._store.hot.take_signal(
-                    self.run_id, self._token, name, seq=self._journal.next_seq
-                )
-            except LeaseLostError as exc:
-                self._lost = True
-                raise LeaseLost(str(exc)) from None
+            taken = self._write(lambda: self._leased.take_signal(name))
             if taken is not None:
-                self._journal.entries.append(taken)
-                self._journal.cursor = len(self._journal.entries)
-                return self._value(taken)
+                return values.from_plain(taken.value)
             if deadline is not None and utcnow() >= deadline:
                 self._buffer(EntryKind.SIGNAL, name, None, meta={"timed_out": True})
                 return default
@@ -533,16 +490,21 @@ class Context:
         return str(self._deterministic(EntryKind.RANDOM, "uuid", lambda: str(_uuid.uuid4())))
 
     def _deterministic(self, kind: EntryKind, name: str, draw: Callable[[], Any]) -> Any:
-        entry = self._journal.peek()
+        entry = self._peek()
         if entry is not None:
             self._expect(entry, kind, name)
-            self._journal.cursor += 1
+            self._advance()
             return self._value(entry)
-        value = draw()
-        self._buffer(kind, name, value)
-        return value
+        return self._buffer(kind, name, draw())
 
     # ------------------------------------------------------------------ journal plumbing
+
+    def _peek(self) -> JournalEntry | None:
+        with self._infrastructure():  # the replay reads the store a page at a time
+            return self._replay.peek()
+
+    def _advance(self) -> None:
+        self._timings.observe_entry(self._replay.advance())
 
     def _expect(self, entry: JournalEntry, kind: EntryKind, name: str) -> None:
         if entry.kind is not kind or entry.name != name:
@@ -553,51 +515,54 @@ class Context:
                 f"{kind.value} {name!r}",
             )
 
+    def unreplayed(self) -> JournalEntry | None:
+        """The first journaled entry the code has not asked for (None if it replayed them all).
+
+        A function that returns while entries remain did fewer operations than the journal
+        holds: its code changed under the run.
+        """
+        return self._peek()
+
     def _value(self, entry: JournalEntry) -> Any:
-        return self._store.decode(self.run_id, entry.value, seq=entry.seq, key=f"seq {entry.seq}")
+        with self._infrastructure():
+            return self._store.decode(
+                self.run_id, entry.value, seq=entry.seq, key=f"seq {entry.seq}"
+            )
 
     def _buffer(
         self, kind: EntryKind, name: str, value: Any, *, meta: dict[str, Any] | None = None
-    ) -> None:
+    ) -> Any:
         self._live = True
         now = utcnow()
+        op = Operation(
+            kind=kind, name=name, value=value, started_at=now, ended_at=now, meta=meta or {}
+        )
         with self._lock:
-            entry = JournalEntry(
-                seq=self._journal.next_seq,
-                kind=kind,
-                name=name,
-                value=None if value is None else self._store.encode(self.run_id, value, tier="hot"),
-                leg=self.leg,
-                started_at=now,
-                ended_at=now,
-                meta=meta or {},
-            )
-            self._journal.entries.append(entry)
-            self._journal.pending.append(entry)
-            self._journal.cursor = len(self._journal.entries)
+            return self._write(lambda: self._leased.buffer(op))
 
-    def _commit(self, entries: list[JournalEntry], update: RunUpdate | None = None) -> None:
-        """One fenced append of buffered entries plus ``entries``. Caller holds ``_lock``."""
-        batch = [*self._journal.pending, *entries]
-        self._faults.next_commit()
-        self._faults.point("before-hot")
+    def _write(self, write: Callable[[], T]) -> T:
+        """Run a write of the leased run, turning store failures into control flow."""
+        self._check_lease()
+        before = self._leased.commits
         clock = time.perf_counter()
+        with self._infrastructure():
+            result = write()
+        if self._leased.commits != before:
+            self.stats.commits += self._leased.commits - before
+            self.stats.commit_seconds += time.perf_counter() - clock
+        return result
+
+    @contextmanager
+    def _infrastructure(self) -> Iterator[None]:
         try:
-            self._store.hot.append(self.run_id, self._token, batch, update)
+            yield
+        except UnstorableValueError:
+            raise
         except LeaseLostError as exc:
             self._lost = True
             raise LeaseLost(str(exc)) from None
-        self.stats.commits += 1
-        self.stats.commit_seconds += time.perf_counter() - clock
-        self._faults.point("after-hot")
-        self._journal.pending.clear()
-        self._journal.entries.extend(entries)
-        self._journal.cursor = len(self._journal.entries)
-
-    def _flush(self) -> None:
-        with self._lock:
-            if self._journal.pending:
-                self._commit([])
+        except StateStoreError as exc:
+            raise StoreFailure(exc) from exc
 
     def _check_lease(self) -> None:
         if self._lost:
@@ -607,18 +572,16 @@ class Context:
         """Called by a heartbeat that failed to renew: stop before the next operation."""
         self._lost = True
 
-    # The leg uses these to end the run with the buffered entries in the same write.
-    def take_pending(self) -> list[JournalEntry]:
-        with self._lock:
-            pending = list(self._journal.pending)
-            self._journal.pending.clear()
-            return pending
 
-    @property
-    def committed_entries(self) -> list[JournalEntry]:
-        with self._lock:
-            n = len(self._journal.entries) - len(self._journal.pending)
-            return self._journal.entries[:n]
+def _most_serious(stops: list[DurableControl]) -> DurableControl:
+    """Of the ways the items of a map stopped, the one the leg must act on."""
+    for kind in (LeaseLost, StoreFailure, NonDeterminismError, HandOff):
+        found = [s for s in stops if isinstance(s, kind)]
+        if found:
+            return found[0]
+    suspends = [s for s in stops if isinstance(s, Suspend)]
+    wakes = [s.wake_at for s in suspends if s.wake_at]
+    return Suspend(min(wakes) if wakes else None, None) if suspends else stops[0]
 
 
 def _retry_at(entry: JournalEntry) -> datetime | None:

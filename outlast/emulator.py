@@ -33,8 +33,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from outlast.app import App
-from outlast.faults import PHASES
 from outlast.leg import LegOutcome
+from outlast.testing.faults import PHASES
+from outlast.values import to_json_view
 from statestore import ErrorInfo, RunStatus, utcnow
 
 EventKind = Literal[
@@ -169,7 +170,8 @@ class Emulator:
         report.legs = record.counters.legs
         report.error = record.error
         report.waiting_for = record.waiting_for
-        report.result = self.app.store.run_result(record) if record.result is not None else None
+        if record.result is not None:
+            report.result = to_json_view(self.app.store.run_result(record))
         report.elapsed_s = round(time.monotonic() - started, 3)
         self.on_event(Event("done", None, record.status.value), report)
         return report
@@ -261,9 +263,6 @@ class Emulator:
         now = time.monotonic()
         outcome_path = spool / f"outcome-{next(self._spawned)}.json"
         env = dict(os.environ)
-        env.pop("OUTLAST_FAULT", None)
-        if plan.commit_fault:
-            env["OUTLAST_FAULT"] = plan.commit_fault
         args = [
             self.python,
             "-m",
@@ -281,6 +280,8 @@ class Emulator:
         ]
         if leg is not None:
             args += ["--leg", str(leg)]
+        if plan.commit_fault:
+            args += ["--fault", plan.commit_fault]
         proc = subprocess.Popen(args, env=env, stdout=sys.stderr.fileno())
         return _Child(
             proc=proc,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from statestore import ErrorInfo
+from statestore import ErrorInfo, StateStoreError
 
 
 class OutlastError(Exception):
@@ -86,6 +86,19 @@ class LeaseLost(DurableControl):
     """Another leg owns the run now (or it was cancelled); stop without writing."""
 
 
+class StoreFailure(DurableControl):
+    """The store failed under a runtime call (a commit, a replayed value's read), not user code.
+
+    It unwinds the durable function like the other control flow, so ``except Exception`` cannot
+    turn a failed commit into a run that "succeeded" with a journal that disagrees with it. The
+    leg gives its lease back and re-raises ``error`` for the platform to retry.
+    """
+
+    def __init__(self, error: StateStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class NonDeterminismError(DurableControl):
     """Replayed code asked for a different operation than the journal holds at that seq.
 
@@ -98,5 +111,6 @@ class NonDeterminismError(DurableControl):
         self.seq = seq
         super().__init__(
             f"run {run_id!r} is not deterministic at seq {seq}: the journal has {journal} but "
-            f"the code called {code}"
+            f"the code {code if code.startswith('returned') else 'called ' + code}; the code "
+            "changed under the run (runs started on old code must finish on it)"
         )

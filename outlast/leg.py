@@ -8,6 +8,11 @@ Ends, and what is committed for each:
 - handed_off: budget nearly spent or drain requested; lease released, next leg dispatched;
 - skipped: the lease could not be taken (a duplicate or stale delivery): nothing done;
 - lease_lost / cancelled: another leg or a cancel took the run away mid-leg: stop, write nothing.
+
+A store failure (``StoreFailure`` inside the function, a ``StateStoreError`` around it) is not an
+end: the leg gives its lease back and re-raises the store's error, so the platform retries the
+leg at once instead of after the lease runs out. On every path but a clean suspend or hand-off the
+journal cache forgets the run: only a leg that ended cleanly knows exactly what the store holds.
 """
 
 from __future__ import annotations
@@ -32,18 +37,18 @@ from outlast.errors import (
     LeaseLost,
     NonDeterminismError,
     StepFailedError,
+    StoreFailure,
     Suspend,
 )
-from outlast.faults import FaultPlan
-from outlast.journal_cache import PROCESS_CACHE, JournalCache
-from outlast.values import to_plain
+from outlast.journal_cache import PROCESS_CACHE, JournalCache, ReplayJournal
+from outlast.values import from_plain, to_plain
 from statestore import (
+    LeasedRun,
     LeaseHeldError,
     LeaseLostError,
-    RunRecord,
     RunStatus,
-    RunUpdate,
     StateStoreError,
+    UnstorableValueError,
 )
 
 if TYPE_CHECKING:
@@ -85,20 +90,20 @@ def run_leg(
     lease_ttl: float | None = None,
     heartbeat: float | None = None,
     cache: JournalCache = PROCESS_CACHE,
-    faults: FaultPlan | None = None,
+    fault: Callable[[str], None] | None = None,
     on_context: Callable[[Context], None] | None = None,
 ) -> LegOutcome:
     """Run one leg of ``run_id`` and say how it ended.
 
     ``lease_ttl`` defaults to the budget's time left plus a margin (so a platform with a hard
     deadline, like Lambda, needs no heartbeat), or to ``app.lease_ttl`` with a heartbeat every
-    third of it when the budget is unlimited.
+    third of it when the budget is unlimited. ``fault`` is a test double's hook into the commit
+    path (see ``outlast.testing.faults``); production passes none.
     """
     budget = budget if budget is not None else Budget.unlimited()
     # Not `or`: an empty collecting dispatcher is falsy (it has a length).
     dispatcher = dispatcher if dispatcher is not None else NullDispatcher()
     store = app.store
-    hot = store.hot
     remaining = budget.remaining()
     if lease_ttl is None:
         if remaining == float("inf"):
@@ -107,39 +112,48 @@ def run_leg(
         else:
             lease_ttl = max(remaining, 0.0) + app.lease_margin
     try:
-        lease = hot.acquire_lease(
-            run_id, owner or default_owner(), timedelta(seconds=lease_ttl), expect_leg=expect_leg
+        leased = LeasedRun.take(
+            store,
+            run_id,
+            owner or default_owner(),
+            timedelta(seconds=lease_ttl),
+            expect_leg=expect_leg,
+            fault=fault,
         )
     except LeaseHeldError as exc:
         return LegOutcome(run_id=run_id, status="skipped", detail=str(exc))
-    record = hot.get_run(run_id)
-    leg = record.counters.legs
-    token = lease.token
+    record = leased.record
+    leg = leased.leg
     try:
         durable = app.function(record.function)
     except FunctionNotFoundError:
         # This process cannot run it; give the run back untouched for a process that can.
-        hot.release_lease(run_id, token)
+        store.hot.release_lease(run_id, leased.token)
         raise
 
-    journal = cache.load(hot, run_id)
+    try:
+        journal = cache.open(store.hot, record)
+        run_input = from_plain(store.run_input(record))
+    except BaseException:
+        cache.forget(run_id)
+        leased.give_back()
+        raise
     ctx = Context(
-        store=store,
-        run_id=run_id,
-        token=token,
-        leg=leg,
+        leased=leased,
         journal=journal,
         budget=budget,
         retry=app.retry,
         inline_wait=app.inline_wait,
-        faults=faults,
     )
     if on_context is not None:
         on_context(ctx)
-    beat = _Heartbeat(app, run_id, token, lease_ttl, heartbeat, ctx) if heartbeat else None
+    beat = _Heartbeat(leased, lease_ttl, heartbeat, ctx) if heartbeat else None
 
     def outcome(status: LegStatus, detail: str = "", next_leg: int | None = None) -> LegOutcome:
-        cache.store(run_id, ctx.committed_entries)
+        if status in ("suspended", "handed_off"):
+            _keep_journal(cache, leased, journal)
+        else:
+            cache.forget(run_id)
         return LegOutcome(
             run_id=run_id,
             leg=leg,
@@ -154,69 +168,92 @@ def run_leg(
 
     try:
         try:
-            return _finish(app, run_id, token, leg, ctx, durable.fn, record, dispatcher, outcome)
+            return _finish(ctx, leased, durable.fn, record.function, run_input, dispatcher, outcome)
         finally:
             if beat is not None:
                 beat.stop()
     except (LeaseLost, LeaseLostError) as exc:
-        current = hot.find_run(run_id)
+        current = store.hot.find_run(run_id)
         if current is not None and current.status is RunStatus.CANCELLED:
             return outcome("cancelled", "the run was cancelled")
         return outcome("lease_lost", str(exc))
+    except StoreFailure as exc:
+        cache.forget(run_id)
+        leased.give_back()
+        raise exc.error from exc
+    except StateStoreError:
+        cache.forget(run_id)
+        leased.give_back()
+        raise
+    except BaseException:
+        # A crash (or a test's simulated kill): the lease stays held and runs out, as it would.
+        cache.forget(run_id)
+        raise
+
+
+def _keep_journal(cache: JournalCache, leased: LeasedRun, journal: ReplayJournal) -> None:
+    replayed, written = journal.kept, leased.written
+    if replayed is None or written is None or journal.replayed != journal.total:
+        cache.forget(leased.run_id)
+    else:
+        cache.store(leased.record, replayed + written)
 
 
 def _finish(
-    app: App,
-    run_id: str,
-    token: int,
-    leg: int,
     ctx: Context,
+    leased: LeasedRun,
     fn: Callable[..., Any],
-    record: RunRecord,
+    function: str,
+    run_input: Any,
     dispatcher: Dispatcher,
     outcome: Callable[..., LegOutcome],
 ) -> LegOutcome:
     """Run the function and commit how it ended. Store errors propagate: the platform retries."""
-    store = app.store
-    hot = store.hot
+    run_id = leased.run_id
     try:
-        result = _call(fn, ctx, store.run_input(record))
+        result = _call(fn, ctx, run_input)
+        left = ctx.unreplayed()
+        if left is not None:
+            raise NonDeterminismError(
+                run_id, left.seq, f"{left.kind.value} {left.name!r}", "returned before it"
+            )
         try:
-            stored = store.encode(run_id, to_plain(result))
+            plain = to_plain(result)
         except TypeError as exc:
             raise TypeError(
-                f"durable function {record.function!r} returned a result that cannot be "
-                f"stored: {exc}"
+                f"durable function {function!r} returned a result that cannot be stored: {exc}"
             ) from None
     except Suspend as exc:
-        hot.suspend(
-            run_id,
-            token,
-            wake_at=exc.wake_at,
-            waiting_for=exc.waiting_for,
-            entries=ctx.take_pending(),
-        )
+        leased.end(RunStatus.SUSPENDED, wake_at=exc.wake_at, waiting_for=exc.waiting_for)
         what = f"signal {exc.waiting_for!r}" if exc.waiting_for else "timer"
         until = f" until {exc.wake_at.isoformat()}" if exc.wake_at else ""
         return outcome("suspended", f"waiting for {what}{until}")
     except HandOff as exc:
-        hot.append(run_id, token, ctx.take_pending(), RunUpdate(release_lease=True, handoff=True))
-        dispatcher.continue_run(run_id, leg + 1)
-        return outcome("handed_off", exc.reason, next_leg=leg + 1)
-    except (LeaseLost, LeaseLostError, StateStoreError):
+        leased.hand_off()
+        dispatcher.continue_run(run_id, leased.leg + 1)
+        return outcome("handed_off", exc.reason, next_leg=leased.leg + 1)
+    except (LeaseLost, StoreFailure):
         raise
     except NonDeterminismError as exc:
-        hot.fail(run_id, token, error_info(exc), ctx.take_pending())
-        return outcome("failed", str(exc))
+        return _failed(leased, error_info(exc), str(exc), outcome)
     except StepFailedError as exc:
         info = exc.error.model_copy(update={"message": f"step {exc.step!r}: {exc.error.message}"})
-        hot.fail(run_id, token, info, ctx.take_pending())
-        return outcome("failed", str(exc))
+        return _failed(leased, info, str(exc), outcome)
     except Exception as exc:  # noqa: BLE001 - the run's own failure is committed, not raised
-        hot.fail(run_id, token, error_info(exc), ctx.take_pending())
-        return outcome("failed", f"{type(exc).__name__}: {exc}")
-    hot.complete(run_id, token, stored, ctx.take_pending())
+        return _failed(leased, error_info(exc), f"{type(exc).__name__}: {exc}", outcome)
+    try:
+        leased.end(RunStatus.SUCCEEDED, result=plain)
+    except UnstorableValueError as exc:
+        error = TypeError(f"durable function {function!r} returned a result that {exc}")
+        return _failed(leased, error_info(error), str(error), outcome)
     return outcome("completed")
+
+
+def _failed(
+    leased: LeasedRun, info: Any, detail: str, outcome: Callable[..., LegOutcome]
+) -> LegOutcome:
+    leased.end(RunStatus.FAILED, error=info)
+    return outcome("failed", detail)
 
 
 def _call(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
@@ -236,31 +273,31 @@ def _call(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
 
 
 class _Heartbeat:
-    """Renews the lease while a leg runs without a hard deadline (workers, long steps)."""
+    """Renews the lease while a leg runs without a hard deadline (workers, long steps).
 
-    def __init__(
-        self, app: App, run_id: str, token: int, ttl: float, every: float, ctx: Context
-    ) -> None:
+    It renews through the leg's leased run, whose lock orders renewals with the leg's commits:
+    the two never race each other's compare-and-set.
+    """
+
+    def __init__(self, leased: LeasedRun, ttl: float, every: float, ctx: Context) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop,
-            args=(app, run_id, token, ttl, every, ctx),
+            args=(leased, ttl, every, ctx),
             daemon=True,
-            name=f"outlast-heartbeat-{run_id}",
+            name=f"outlast-heartbeat-{leased.run_id}",
         )
         self._thread.start()
 
-    def _loop(
-        self, app: App, run_id: str, token: int, ttl: float, every: float, ctx: Context
-    ) -> None:
+    def _loop(self, leased: LeasedRun, ttl: float, every: float, ctx: Context) -> None:
         while not self._stop.wait(every):
             try:
-                app.store.hot.renew_lease(run_id, token, timedelta(seconds=ttl))
+                leased.renew(timedelta(seconds=ttl))
             except LeaseLostError:
                 ctx.mark_lease_lost()
                 return
             except StateStoreError as exc:
-                log.warning("run %s: lease renewal failed, will retry: %s", run_id, exc)
+                log.warning("run %s: lease renewal failed, will retry: %s", leased.run_id, exc)
 
     def stop(self) -> None:
         self._stop.set()

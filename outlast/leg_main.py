@@ -17,6 +17,7 @@ from pathlib import Path
 from outlast.budget import Budget
 from outlast.dispatch import NullDispatcher
 from outlast.targets import load_target
+from outlast.testing.faults import FaultPlan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, required=True, help="wall-clock epoch seconds")
     parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--outcome", required=True)
+    parser.add_argument(
+        "--fault", default="", help="commit:N:PHASE: SIGKILL this leg there (emulator tests)"
+    )
     args = parser.parse_args(argv)
 
     budget = Budget(lambda: args.deadline - time.time(), margin=args.margin)
     signal.signal(signal.SIGTERM, lambda *_: budget.request_drain("SIGTERM"))
     durable = load_target(args.target)
+    fault = FaultPlan(args.fault).point if args.fault else None
     outcome = durable.app.run_leg(
-        args.run_id, budget=budget, dispatcher=NullDispatcher(), expect_leg=args.leg
+        args.run_id, budget=budget, dispatcher=NullDispatcher(), expect_leg=args.leg, fault=fault
     )
     path = Path(args.outcome)
     tmp = path.with_suffix(".tmp")

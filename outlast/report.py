@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from outlast.values import to_json_view
 from statestore import (
     EntryKind,
     EntryStatus,
@@ -190,7 +191,7 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
         previous = entries
     # Legs that died before committing anything leave no entries, but the counters saw them.
     interruptions = max(interruptions, record.counters.handoffs + record.counters.recoveries)
-    result = store.run_result(record) if record.result is not None else None
+    result = to_json_view(store.run_result(record)) if record.result is not None else None
     for s in steps.values():
         s.seconds = round(s.seconds, 6)
     return RunReport(

@@ -23,6 +23,7 @@ from statestore.errors import (
 )
 from statestore.hot import HotTier, RunEndedError
 from statestore.ids import validate_run_id
+from statestore.leased_run import Committed, LeasedRun, Operation, UnstorableValueError
 from statestore.models import (
     BlobRef,
     EntryKind,
@@ -38,7 +39,7 @@ from statestore.models import (
     StoredValue,
     utcnow,
 )
-from statestore.routing import StateStore
+from statestore.routing import StateStore, TierHint
 from statestore.urls import (
     COLD_ENV,
     DEFAULT_COLD_URL,
@@ -58,6 +59,7 @@ __all__ = [
     "BlobNotFoundError",
     "BlobRef",
     "ColdTier",
+    "Committed",
     "CorruptStateError",
     "EntryKind",
     "EntryStatus",
@@ -69,6 +71,8 @@ __all__ = [
     "Lease",
     "LeaseHeldError",
     "LeaseLostError",
+    "LeasedRun",
+    "Operation",
     "RunConflictError",
     "RunCounters",
     "RunEndedError",
@@ -76,13 +80,15 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunUpdate",
+    "SchemaVersionError",
     "SequenceConflictError",
     "Signal",
     "StateStore",
     "StateStoreError",
-    "SchemaVersionError",
     "StoreUnavailableError",
     "StoredValue",
+    "TierHint",
+    "UnstorableValueError",
     "open_cold",
     "open_hot",
     "open_store",

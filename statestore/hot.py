@@ -24,15 +24,16 @@ one before it is believed, and the cache only ever moves to a newer version.
 
 from __future__ import annotations
 
-import os
+import random
 import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from statestore import transitions
 from statestore.errors import (
     BatchTooLargeError,
     CorruptStateError,
@@ -42,11 +43,11 @@ from statestore.errors import (
     RunNotFoundError,
     SequenceConflictError,
     StateStoreError,
+    StoreUnavailableError,
 )
 from statestore.ids import validate_run_id
 from statestore.models import (
     EntryKind,
-    EntryStatus,
     ErrorInfo,
     JournalEntry,
     Lease,
@@ -61,8 +62,16 @@ from statestore.models import (
 Clock = Callable[[], datetime]
 
 # A compare-and-set loses only to a concurrent writer, and each loss means that writer made
-# progress; a handful of tries is plenty before reporting contention as an error.
-_CAS_TRIES = 32
+# progress. Past a few losses the loop backs off with jitter; it gives up only after this long.
+_CAS_PATIENCE = 10.0
+_CAS_TRIES = 32  # bounded re-checks in loops that are not writes (signal wake-ups)
+_SETTLE_TRIES = 8
+
+_Plan = tuple[RunRecord, Sequence[JournalEntry], Signal | None]
+
+
+class _Reread(Exception):  # noqa: N818 - internal signal, never escapes _cas
+    """Plan again from the stored record (the one in hand may be older than the store)."""
 
 
 class RunEndedError(StateStoreError):
@@ -76,9 +85,19 @@ class HotTier(ABC):
     default_inline_limit: ClassVar[int] = 64 * 1024
     max_batch: ClassVar[int] = 10_000  # entries one append may write atomically
 
-    def __init__(self, *, inline_limit: int | None = None, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        inline_limit: int | None = None,
+        clock: Clock = utcnow,
+        retention: timedelta | None = None,
+    ) -> None:
         self.inline_limit = inline_limit if inline_limit is not None else self.default_inline_limit
         self._clock = clock
+        if retention is not None and retention <= timedelta(0):
+            raise ValueError(f"retention must be positive, not {retention}")
+        # How long an ended run is kept before expire_runs deletes it; None keeps it forever.
+        self.retention = retention
         self._held: dict[str, RunRecord] = {}
         self._held_lock = threading.Lock()
         self._signal_seq = 0
@@ -115,6 +134,10 @@ class HotTier(ABC):
     def _insert_signal(self, signal: Signal) -> None: ...
 
     @abstractmethod
+    def _delete_signal(self, signal: Signal) -> bool:
+        """Delete the pending ``signal``; return True if it was there (not taken meanwhile)."""
+
+    @abstractmethod
     def _load_signals(self, run_id: str, name: str | None) -> list[Signal]:
         """Pending signals of a run (of one name, or all), oldest first."""
 
@@ -128,6 +151,22 @@ class HotTier(ABC):
 
     @abstractmethod
     def _delete_run(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def _ended(self, before: datetime, limit: int) -> list[str]:
+        """Ids of ended runs whose ``ended_at()`` is at or before ``before``, earliest first.
+
+        The backend indexes ``ended_at()`` of the record it stores (in ``_write``).
+        """
+
+    @abstractmethod
+    def _delete_ended(self, claimed: RunRecord) -> bool:
+        """Delete the run's journal and signals, then its record, if the stored record is still
+        ``claimed`` (same incarnation and version). Return whether it was deleted.
+
+        The record goes last (or in the same atomic write): while any item of the run remains,
+        its id stays taken, so a new incarnation never meets the old one's items.
+        """
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
@@ -211,57 +250,51 @@ class HotTier(ABC):
         Returns a lease whose token is larger than any handed out before for this run. Raises
         ``LeaseHeldError`` (saying why) if the run is not runnable now.
 
-        ``expect_leg`` is the leg number a continuation event carries. The lease is granted only
-        to the next leg, or to a re-delivery of the last leg if that leg died holding its lease
-        (the platform's retry after a hard timeout). Any other continuation is stale or a
-        duplicate, and is refused in the same compare-and-set, so two copies cannot both run.
+        ``expect_leg`` is the leg number a continuation event carries: see
+        ``transitions.continuation_ok``. A stale or duplicate continuation is refused in the same
+        compare-and-set, so two copies cannot both run.
         """
+        record, lease = self.take_lease(run_id, owner, ttl, expect_leg=expect_leg)
+        self._remember(record, keep=True)
+        return lease
+
+    def take_lease(
+        self, run_id: str, owner: str, ttl: timedelta, *, expect_leg: int | None = None
+    ) -> tuple[RunRecord, Lease]:
+        """``acquire_lease`` that also returns the record as written (for a ``LeasedRun``)."""
         validate_run_id(run_id)
-        record = self.get_run(run_id)
-        for _ in range(_CAS_TRIES):
-            now = self.now()
-            if not record.runnable(now):
-                raise LeaseHeldError(_why_not_runnable(record, now))
-            if expect_leg is not None and not (
-                expect_leg == record.counters.legs + 1
-                or (expect_leg == record.counters.legs and record.lease is not None)
-            ):
+        taken: list[Lease] = []
+
+        def take(rec: RunRecord, now: datetime) -> _Plan:
+            if not rec.runnable(now):
+                raise LeaseHeldError(transitions.why_not_runnable(rec, now))
+            if expect_leg is not None and not transitions.continuation_ok(rec, expect_leg):
                 raise LeaseHeldError(
                     f"run {run_id!r}: continuation for leg {expect_leg} is stale "
-                    f"({record.counters.legs} legs have started)"
+                    f"({rec.counters.legs} legs have started)"
                 )
-            token = record.fence + 1
-            lease = Lease(owner=owner, token=token, expires_at=now + ttl)
-            counters = record.counters.model_copy(
-                update={
-                    "legs": record.counters.legs + 1,
-                    "recoveries": record.counters.recoveries
-                    + (1 if record.lease is not None else 0),
-                }
-            )
-            new = _evolve(
-                record,
-                now,
-                status=RunStatus.RUNNING,
-                lease=lease,
-                fence=token,
-                wake_at=None,
-                waiting_for=None,
-                counters=counters,
-            )
-            current = self._write(record, new, (), None)
-            if current is None:
-                self._remember(new, keep=True)
-                return lease
-            record = current
-        raise LeaseHeldError(f"run {run_id!r}: too much contention taking the lease")
+            new, lease = transitions.leased(rec, now, owner, ttl)
+            taken[:] = [lease]
+            return new, (), None
+
+        record = self._cas(self.get_run(run_id), take, what="take the lease")
+        if record.lease is None or not taken or record.lease.token != taken[0].token:
+            # Only reachable if our own write was recognised after a newer one: read the truth.
+            raise LeaseHeldError(f"run {run_id!r}: the lease changed hands while it was taken")
+        return record, taken[0]
 
     def renew_lease(self, run_id: str, token: int, ttl: timedelta) -> Lease:
-        record = self._fenced(
-            run_id, token, lambda rec, now: (_renewed(rec, now, ttl), ()), check_expiry=True
-        )
+        record = self.renew(run_id, token, ttl)
         assert record.lease is not None
         return record.lease
+
+    def renew(
+        self, run_id: str, token: int, ttl: timedelta, *, start: RunRecord | None = None
+    ) -> RunRecord:
+        """Extend lease ``token`` by ``ttl`` from now; return the record as written."""
+        return self._fenced(
+            run_id, token, lambda rec, now: (transitions.renewed(rec, now, ttl), ()), start=start
+        )
 
     def release_lease(self, run_id: str, token: int, *, handoff: bool = False) -> RunRecord:
         """Give the run up so the next leg can take it at once (a hand-off)."""
@@ -271,21 +304,22 @@ class HotTier(ABC):
         """Expire the lease ``token`` now, because its holder is known to be dead.
 
         Only a supervisor that has seen the holder's process exit may call this (the local
-        emulator does, after reaping a killed leg); otherwise wait for the lease to expire.
-        Returns False if that lease is no longer the run's.
+        emulator does, after reaping a killed leg), or the holder itself on its way out after an
+        infrastructure error; otherwise wait for the lease to expire. Returns False if that lease
+        is no longer the run's.
         """
-        record = self.get_run(run_id)
-        for _ in range(_CAS_TRIES):
-            if record.lease is None or record.lease.token != token:
-                return False
-            now = self.now()
-            expired = record.lease.model_copy(update={"expires_at": now})
-            current = self._write(record, _evolve(record, now, lease=expired), (), None)
-            if current is None:
-                self._held.pop(run_id, None)
-                return True
-            record = current
-        return False
+        broke: list[bool] = [False]
+
+        def expire(rec: RunRecord, now: datetime) -> _Plan | None:
+            broke[0] = False
+            if rec.lease is None or rec.lease.token != token:
+                return None
+            broke[0] = True
+            return transitions.broken(rec, now), (), None
+
+        self._cas(self.get_run(run_id), expire, what="break the lease")
+        self._held.pop(run_id, None)
+        return broke[0]
 
     # ------------------------------------------------------------------ journal
 
@@ -295,8 +329,13 @@ class HotTier(ABC):
         token: int,
         entries: Sequence[JournalEntry],
         update: RunUpdate | None = None,
+        *,
+        start: RunRecord | None = None,
     ) -> RunRecord:
         """Append ``entries`` (and apply ``update``) atomically, fenced by ``token``.
+
+        ``start`` is the record as the caller last wrote it (saves a read; it is re-checked
+        against the store before any refusal is believed).
 
         A stale token raises ``LeaseLostError`` and writes nothing. The entries' seqs must run on
         from the run's ``next_seq`` (else ``SequenceConflictError``). The batch is written whole
@@ -317,12 +356,22 @@ class HotTier(ABC):
                     )
             return _applied(rec, now, entries, update), entries
 
-        return self._fenced(run_id, token, build)
+        return self._fenced(run_id, token, build, start=start)
 
     def read_journal(self, run_id: str, after_seq: int = -1) -> list[JournalEntry]:
         """Entries after ``after_seq``, in seq order. A gap raises ``CorruptStateError``."""
+        return list(self.iter_journal(run_id, after_seq))
+
+    def iter_journal(
+        self, run_id: str, after_seq: int = -1, *, until: int | None = None
+    ) -> Iterator[JournalEntry]:
+        """Entries after ``after_seq``, read a page at a time as they are consumed.
+
+        A gap raises ``CorruptStateError``. With ``until`` (the record's ``next_seq``), the
+        journal is also checked against its record: an entry at or past ``until`` is one the
+        record never counted, and a journal that ends before ``until`` lost its tail.
+        """
         validate_run_id(run_id)
-        out: list[JournalEntry] = []
         expected = after_seq + 1
         for entry in self._load_entries(run_id, after_seq):
             if entry.seq != expected:
@@ -332,9 +381,23 @@ class HotTier(ABC):
                     seq=expected,
                     tier=self.scheme,
                 )
-            out.append(entry)
+            if until is not None and entry.seq >= until:
+                raise CorruptStateError(
+                    f"journal holds seq {entry.seq} but the run record counts {until} entries",
+                    run_id=run_id,
+                    seq=entry.seq,
+                    tier=self.scheme,
+                )
+            yield entry
             expected += 1
-        return out
+        if until is not None and expected < until:
+            raise CorruptStateError(
+                f"journal ends at seq {expected - 1} but the run record counts {until} entries: "
+                f"seq {expected} onwards are missing",
+                run_id=run_id,
+                seq=expected,
+                tier=self.scheme,
+            )
 
     # ------------------------------------------------------------------ status changes
 
@@ -387,36 +450,29 @@ class HotTier(ABC):
 
         Cancelling an ended run changes nothing and returns its record.
         """
-        record = self.get_run(run_id)
-        for _ in range(_CAS_TRIES):
-            if record.status.terminal:
-                return record
-            now = self.now()
-            new = _evolve(
-                record,
-                now,
-                status=RunStatus.CANCELLED,
-                lease=None,
-                wake_at=None,
-                waiting_for=None,
-                error=ErrorInfo(type="Cancelled", message=reason),
-            )
-            current = self._write(record, new, (), None)
-            if current is None:
-                self._held.pop(run_id, None)
-                return new
-            record = current
-        raise StateStoreError(f"run {run_id!r}: too much contention to cancel")
+
+        def cancel(rec: RunRecord, now: datetime) -> _Plan | None:
+            if rec.status.terminal:
+                return None
+            return transitions.cancelled(rec, now, reason), (), None
+
+        record = self._cas(self.get_run(run_id), cancel, what="cancel")
+        self._held.pop(run_id, None)
+        return record
 
     # ------------------------------------------------------------------ signals
 
     def put_signal(self, run_id: str, name: str, payload: StoredValue | None = None) -> Signal:
-        """Keep a signal for the run until a leg takes it; wake the run if it waits for it."""
+        """Keep a signal for the run until a leg takes it; wake the run if it waits for it.
+
+        Raises ``RunEndedError`` if the run has ended, also when it ends while the signal is
+        being written: a signal the run can never take is not kept.
+        """
+        if not name or len(name) > 128:
+            raise ValueError("a signal name is 1-128 characters")
         record = self.get_run(run_id)
         if record.status.terminal:
             raise RunEndedError(f"run {run_id!r} has {record.status.value}; it takes no signals")
-        if not name or len(name) > 128:
-            raise ValueError("a signal name is 1-128 characters")
         signal = Signal(
             run_id=run_id,
             name=name,
@@ -425,8 +481,34 @@ class HotTier(ABC):
             sent_at=self.now(),
         )
         self._insert_signal(signal)
-        self._wake_for_signal(run_id, name)
+        # Write first, look second: the run may have ended between the look above and the
+        # insert, and no leg would ever take the signal then. A run that ends after this second
+        # look ended with the signal already pending, like any signal it never waited for.
+        try:
+            record = self.get_run(run_id)
+        except RunNotFoundError:
+            self._delete_signal(signal)  # the run was deleted meanwhile: keep no orphan
+            raise
+        if record.status.terminal:
+            if self._delete_signal(signal):
+                raise RunEndedError(
+                    f"run {run_id!r} has {record.status.value}; it takes no signals"
+                )
+            # Gone already: a leg took it into the journal before the run ended, so it was
+            # delivered and the send succeeded.
+            return signal
+        self._wake_for_signal(run_id, name, record)
         return signal
+
+    def wake_if_signalled(self, record: RunRecord, name: str) -> RunRecord:
+        """After a suspend on signal ``name`` landed: wake the run if the signal already came.
+
+        ``put_signal`` saw no waiter if it ran before the suspend landed; both sides write first
+        and look second, so at least one of them sees the other.
+        """
+        if not self._load_signals(record.run_id, name):
+            return record
+        return self._wake_for_signal(record.run_id, name) or record
 
     def pending_signals(self, run_id: str, name: str | None = None) -> list[Signal]:
         validate_run_id(run_id)
@@ -466,8 +548,12 @@ class HotTier(ABC):
         self._fenced(run_id, token, build, take=signal)
         return made[0]
 
-    def _wake_for_signal(self, run_id: str, name: str) -> RunRecord | None:
-        record = self.get_run(run_id)
+    def _wake_for_signal(
+        self, run_id: str, name: str, record: RunRecord | None = None
+    ) -> RunRecord | None:
+        """Make a run that waits for ``name`` due now. ``record``: the run as just read."""
+        if record is None:
+            record = self.get_run(run_id)
         for _ in range(_CAS_TRIES):
             now = self.now()
             if not (
@@ -484,11 +570,16 @@ class HotTier(ABC):
         return None
 
     def _next_signal_id(self) -> str:
-        # Sortable across processes by time, unique by pid and a per-process counter.
+        # Time first, so ids sort by when they were sent (pending signals are taken oldest
+        # first); then 64 random bits, so ids from different processes never collide. A pid and
+        # counter did: every container runs as pid 1, and a backend keyed by the id would
+        # silently overwrite one signal with another. ``_signal_seq`` holds the last timestamp
+        # used, so one handle's ids strictly increase even within one nanosecond or when the
+        # wall clock steps back. Fixed width, no ':' or '#' (the backends' key separators).
         with self._signal_lock:
-            self._signal_seq += 1
-            seq = self._signal_seq
-        return f"{time.time_ns():020d}-{os.getpid():07d}-{seq:06d}"
+            stamp = max(time.time_ns(), self._signal_seq + 1)
+            self._signal_seq = stamp
+        return f"{stamp:020d}-{secrets.token_hex(8)}"
 
     # ------------------------------------------------------------------ sweeping
 
@@ -496,6 +587,58 @@ class HotTier(ABC):
         """Runs a sweeper should re-drive: expired leases, passed timers, arrived signals, and
         pending or handed-off runs whose next leg never started. Uses an index, not a scan."""
         return self._due(now or self.now(), limit)
+
+    # ------------------------------------------------------------------ retention
+
+    @staticmethod
+    def ended_at(record: RunRecord) -> datetime | None:
+        """When the run ended, or None if it has not: what the backends index for retention.
+
+        An ended run is never written again (no lease, no signals), so this stays put.
+        """
+        return record.updated_at if record.status.terminal else None
+
+    def expired(self, record: RunRecord, now: datetime) -> bool:
+        """Has the run ended longer than the retention ago? Never without a retention."""
+        ended = self.ended_at(record)
+        return self.retention is not None and ended is not None and ended + self.retention <= now
+
+    def expired_runs(self, now: datetime | None = None, limit: int = 100) -> list[str]:
+        """Ended runs kept longer than the retention, longest-ended first (an index query).
+
+        Backends index when a run ended, not when it expires: the retention is the reader's, so
+        a changed retention applies to runs that ended before, and a run ended through a handle
+        opened without a retention expires all the same.
+        """
+        if self.retention is None or limit <= 0:
+            return []
+        return self._ended((now or self.now()) - self.retention, limit)
+
+    def claim_expired(self, run_id: str, now: datetime | None = None) -> RunRecord | None:
+        """Claim an expired run for deletion, or return None if it is gone, not expired (it was
+        re-created), or another sweeper claimed it first.
+
+        The claim is a version bump through the usual compare-and-set: of several sweepers that
+        read the same record, one wins, so only one deletes the run's blobs while its id is
+        still taken (a loser deleting them later could hit a new incarnation's blobs).
+        """
+        validate_run_id(run_id)
+        record = self._load_run(run_id)
+        if record is None or not self.expired(record, now or self.now()):
+            return None
+        claimed = record.model_copy(update={"version": record.version + 1})
+        try:
+            if self._write(record, claimed, (), None) is not None:
+                return None
+        except RunNotFoundError:
+            return None
+        return claimed
+
+    def drop_expired(self, claimed: RunRecord) -> bool:
+        """Delete a claimed run's journal, signals and (last) record; False if it changed."""
+        with self._held_lock:
+            self._held.pop(claimed.run_id, None)
+        return self._delete_ended(claimed)
 
     # ------------------------------------------------------------------ fencing
 
@@ -506,32 +649,110 @@ class HotTier(ABC):
         build: Callable[[RunRecord, datetime], tuple[RunRecord, Sequence[JournalEntry]]],
         *,
         take: Signal | None = None,
-        check_expiry: bool = True,
+        start: RunRecord | None = None,
     ) -> RunRecord:
+        """A write that only the holder of lease ``token`` may make (fenced in the same CAS).
+
+        ``start`` is the record as the caller last wrote it (a ``LeasedRun`` keeps it), saving
+        the read; otherwise the cache of held records is tried, then the store.
+        """
         validate_run_id(run_id)
-        record = self._held.get(run_id)
+        record = start if start is not None else self._held.get(run_id)
         cached = record is not None
         if record is None or record.lease is None or record.lease.token != token:
             record, cached = self.get_run(run_id), False
-        for _ in range(_CAS_TRIES):
+        unverified: list[RunRecord | None] = [record if cached else None]
+
+        def fenced(rec: RunRecord, now: datetime) -> _Plan:
+            try:
+                self._check_token(rec, token, now)
+                new, entries = build(rec, now)
+            except (LeaseLostError, SequenceConflictError):
+                if rec is not unverified[0]:
+                    raise  # judged by a record the store handed back: believe it
+                # The record we started from may be older than the store (a write through another
+                # handle): judge by what is stored before believing the lease is gone.
+                unverified[0] = None
+                raise _Reread from None
+            return new, entries, take
+
+        written = self._cas(record, fenced, what="write")
+        self._remember(written, keep=written.lease is not None and written.lease.token == token)
+        return written
+
+    def _cas(
+        self,
+        record: RunRecord,
+        plan: Callable[[RunRecord, datetime], _Plan | None],
+        *,
+        what: str,
+    ) -> RunRecord:
+        """The compare-and-set loop every write goes through.
+
+        ``plan(current, now)`` says what to write on top of ``current`` (None: nothing, return
+        it), or raises to refuse. A lost race re-plans on the record the backend returned. Two
+        ambiguities are settled by the write nonce (``transitions.landed``) before anything else:
+
+        - the reply was lost (``StoreUnavailableError``) after the write may have landed: re-read;
+        - a conflict that is our own write, landed by a client-side retry (botocore retries a
+          transaction whose reply it did not see, and then fails its condition against itself).
+
+        Losing a race means another writer made progress; losing many in a row means heavy
+        contention, so later tries back off with jitter, up to ``_CAS_PATIENCE`` seconds.
+        """
+        run_id = record.run_id
+        deadline = time.monotonic() + _CAS_PATIENCE
+        losses = 0
+        while True:
             now = self.now()
             try:
-                self._check_token(record, token, now if check_expiry else None)
-                new, entries = build(record, now)
-            except (LeaseLostError, SequenceConflictError):
-                if not cached:
-                    raise
-                # The cached record may be older than the store (a renewal through another
-                # handle, a heartbeat thread's write): judge by what is stored.
-                record, cached = self.get_run(run_id), False
+                planned = plan(record, now)
+            except _Reread:
+                record = self.get_run(run_id)
                 continue
-            current = self._write(record, new, entries, take)
+            if planned is None:
+                return record
+            new, entries, take = planned
+            try:
+                current = self._write(record, new, entries, take)
+            except StoreUnavailableError:
+                current = self._settle(record, new)
             if current is None:
-                self._remember(new, keep=new.lease is not None and new.lease.token == token)
                 return new
-            # Someone else wrote (a signal, a cancel, a newer leg): re-check against what is there.
-            record, cached = current, False
-        raise StateStoreError(f"run {run_id!r}: too much contention to write")
+            if transitions.landed(new, current):
+                return current
+            record = current
+            losses += 1
+            if time.monotonic() > deadline:
+                raise StateStoreError(
+                    f"run {run_id!r}: could not {what}: {losses} concurrent writes won over "
+                    f"{_CAS_PATIENCE:.0f}s"
+                )
+            if losses > 2:
+                time.sleep(random.uniform(0, min(0.05, 0.0005 * 2**losses)))
+
+    def _settle(self, before: RunRecord, ours: RunRecord) -> RunRecord | None:
+        """After a lost reply: None if our write landed as the latest, else the stored record.
+
+        Reads are retried for a few seconds; if the store stays unreachable the outcome is
+        unknown and the error propagates: the leg stops, and the next leg reads the truth.
+        """
+        delay = 0.02
+        for attempt in range(_SETTLE_TRIES):
+            try:
+                stored = self._load_run(before.run_id)
+            except StoreUnavailableError:
+                if attempt == _SETTLE_TRIES - 1:
+                    raise
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 1.0)
+                continue
+            if stored is None:
+                raise RunNotFoundError(before.run_id)
+            return None if stored.version == ours.version and transitions.landed(
+                ours, stored
+            ) else stored
+        raise AssertionError("unreachable")
 
     def _remember(self, record: RunRecord, *, keep: bool) -> None:
         """Move the cache to ``record``, unless it already holds a newer version of the run."""
@@ -561,60 +782,8 @@ class HotTier(ABC):
             )
 
 
-def _evolve(record: RunRecord, now: datetime, **changes: Any) -> RunRecord:
-    return record.model_copy(update={**changes, "version": record.version + 1, "updated_at": now})
-
-
-def _renewed(record: RunRecord, now: datetime, ttl: timedelta) -> RunRecord:
-    assert record.lease is not None
-    lease = record.lease.model_copy(update={"expires_at": now + ttl})
-    return _evolve(record, now, lease=lease)
-
-
-def _applied(
-    record: RunRecord,
-    now: datetime,
-    entries: Sequence[JournalEntry],
-    update: RunUpdate | None,
-) -> RunRecord:
-    steps = sum(
-        1 for e in entries if e.kind is EntryKind.STEP and e.status is not EntryStatus.RETRY
-    )
-    changes: dict[str, Any] = {"next_seq": record.next_seq + len(entries)}
-    counters = record.counters
-    if steps:
-        counters = counters.model_copy(update={"steps": counters.steps + steps})
-    if update is not None:
-        if update.status is not None:
-            changes["status"] = update.status
-            changes["wake_at"] = update.wake_at
-            changes["waiting_for"] = update.waiting_for
-            if update.status is not RunStatus.RUNNING:
-                changes["lease"] = None
-        if update.result is not None:
-            changes["result"] = update.result
-        if update.error is not None:
-            changes["error"] = update.error
-        if update.release_lease:
-            changes["lease"] = None
-        if update.handoff:
-            counters = counters.model_copy(update={"handoffs": counters.handoffs + 1})
-        if update.tags is not None:
-            changes["tags"] = {**record.tags, **update.tags}
-    changes["counters"] = counters
-    return _evolve(record, now, **changes)
-
-
-def _why_not_runnable(record: RunRecord, now: datetime) -> str:
-    run = f"run {record.run_id!r}"
-    if record.status.terminal:
-        return f"{run} has {record.status.value}"
-    if record.lease is not None and record.lease.live(now):
-        return (
-            f"{run} is held by {record.lease.owner} (token {record.lease.token}) until "
-            f"{record.lease.expires_at.isoformat()}"
-        )
-    if record.waiting_for and (record.wake_at is None or record.wake_at > now):
-        return f"{run} waits for signal {record.waiting_for!r}"
-    assert record.wake_at is not None
-    return f"{run} sleeps until {record.wake_at.isoformat()}"
+# Kept as module names for code written against them; the rules live in ``transitions``.
+_evolve = transitions.evolve
+_renewed = transitions.renewed
+_applied = transitions.applied
+_why_not_runnable = transitions.why_not_runnable

@@ -143,8 +143,7 @@ class SweeperHandler:
         """The given tier, else the one ``OUTLAST_HOT_URL`` names (kept while the URL stays)."""
         if self._hot is not None:
             return self._hot
-        from statestore import open_hot
-        from statestore.urls import DEFAULT_HOT_URL, HOT_ENV
+        from statestore import DEFAULT_HOT_URL, HOT_ENV, open_hot
 
         url = os.environ.get(HOT_ENV) or DEFAULT_HOT_URL
         if self._opened is None or self._opened[0] != url:
@@ -158,8 +157,7 @@ class SweeperHandler:
         """The given cold tier, else the one ``OUTLAST_COLD_URL`` names (for expiring runs)."""
         if self._cold is not None:
             return self._cold
-        from statestore import open_cold
-        from statestore.urls import COLD_ENV, DEFAULT_COLD_URL
+        from statestore import COLD_ENV, DEFAULT_COLD_URL, open_cold
 
         url = os.environ.get(COLD_ENV) or DEFAULT_COLD_URL
         if self._opened_cold is None or self._opened_cold[0] != url:

@@ -1,9 +1,12 @@
-"""Fault-injection points inside the runtime, for crash tests and the emulator.
+"""Kill points inside the commit path, for crash tests and the local emulator.
 
-``OUTLAST_FAULT=commit:N:PHASE`` makes this process kill itself with SIGKILL at the Nth commit
-(1-based), at PHASE ``before-cold`` (value encoded, nothing written), ``before-hot`` (cold blob
-written, hot append not yet) or ``after-hot`` (hot append done, the code not yet told). These are
-the moments a real crash hurts most, and random timing rarely hits them.
+``FaultPlan("commit:N:PHASE")`` kills this process with SIGKILL at the Nth commit (1-based) of a
+leg, at PHASE ``before-cold`` (value encoded, nothing written), ``before-hot`` (cold blob written,
+hot append not yet) or ``after-hot`` (hot append done, the code not yet told). These are the
+moments a real crash hurts most, and random timing rarely hits them.
+
+It is armed only by code that passes ``plan.point`` as a leased run's ``fault`` hook (the
+emulator's leg subprocess does, from its command line); nothing reads it from the environment.
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ PHASES = ("before-cold", "before-hot", "after-hot")
 
 
 class FaultPlan:
-    def __init__(self, spec: str | None = None) -> None:
-        spec = spec if spec is not None else os.environ.get("OUTLAST_FAULT", "")
+    def __init__(self, spec: str = "") -> None:
         self.commit_no: int | None = None
         self.phase = ""
         self._commits = 0
@@ -25,15 +27,17 @@ class FaultPlan:
             number, _, phase = rest.partition(":")
             if what != "commit" or not number.isdigit() or phase not in PHASES:
                 raise ValueError(
-                    f"OUTLAST_FAULT={spec!r}: expected commit:N:PHASE with PHASE one of {PHASES}"
+                    f"fault {spec!r}: expected commit:N:PHASE with PHASE one of {PHASES}"
                 )
             self.commit_no, self.phase = int(number), phase
 
-    def next_commit(self) -> None:
-        self._commits += 1
-
     def point(self, phase: str) -> None:
-        # "before-cold" runs while a step's value is encoded, before its commit is counted.
+        """The leased run's fault hook: called at each phase of each commit, in order.
+
+        Every commit passes "before-hot" once; "before-cold" comes before it for a value.
+        """
+        if phase == "before-hot":
+            self._commits += 1
         number = self._commits + 1 if phase == "before-cold" else self._commits
         if self.commit_no is not None and number == self.commit_no and phase == self.phase:
             os.kill(os.getpid(), signal.SIGKILL)

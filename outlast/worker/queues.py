@@ -41,8 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from statestore import HotTier, validate_run_id
-from statestore.errors import InvalidRunIdError
+from statestore import HotTier, InvalidRunIdError, validate_run_id
 
 log = logging.getLogger("outlast.worker.queue")
 

@@ -4,7 +4,6 @@ model call may run again once its step was committed."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -31,7 +30,6 @@ def durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Durable
     monkeypatch.setenv("OUTLAST_HOT_URL", f"sqlite:///{tmp_path}/hot.db")
     monkeypatch.setenv("OUTLAST_COLD_URL", f"file://{tmp_path}/cold")
     monkeypatch.setenv("AGENT_CALL_LOG", str(tmp_path / "calls.log"))
-    monkeypatch.delenv("OUTLAST_FAULT", raising=False)
     function = load_target(TARGET)
     function.app.close()  # the module is shared between tests; open this test's store
     yield function
@@ -112,7 +110,6 @@ def test_a_kill_at_a_model_steps_commit_costs_at_most_that_call(
     for turn 1 again; after it, the next leg replays turn 1 and calls the model from turn 2 on."""
     app = durable.app
     run_id = app.start(durable.name, TOPIC, run_id=f"fault-{phase}")
-    env = {**os.environ, "OUTLAST_FAULT": f"commit:4:{phase}"}
     leg = subprocess.run(
         [
             sys.executable,
@@ -126,8 +123,9 @@ def test_a_kill_at_a_model_steps_commit_costs_at_most_that_call(
             repr(time.time() + 60),
             "--outcome",
             str(tmp_path / "outcome.json"),
+            "--fault",
+            f"commit:4:{phase}",
         ],
-        env=env,
         check=False,
         timeout=60,
     )

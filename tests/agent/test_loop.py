@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from outlast import App, Budget, Context, RetryPolicy, RunView
+from outlast import App, Context, RetryPolicy, RunView
 from outlast.agent import (
     Agent,
     AgentResult,
@@ -28,6 +28,7 @@ from outlast.agent import (
 )
 from outlast.agent.models.base import ModelError
 from outlast.agent.models.offline import ScriptItem
+from outlast.testing.replay import replay_context
 from statestore import (
     BlobRef,
     EntryKind,
@@ -158,15 +159,7 @@ def meta_int(entry: JournalEntry, key: str) -> int:
 def replay(app: App, run_id: str, fn: Callable[[Context], Any]) -> Any:
     """Run ``fn`` over the run's finished journal in a fresh Context that holds no lease: any
     live step would have to commit, and a commit with token 0 is refused."""
-    ctx = Context(
-        store=app.store,
-        run_id=run_id,
-        token=0,
-        leg=99,
-        journal=app.journal(run_id),
-        budget=Budget.unlimited(),
-        retry=RetryPolicy(),
-    )
+    ctx = replay_context(app, run_id)
     out = fn(ctx)
     assert ctx.stats.steps_executed == 0
     assert ctx.stats.commits == 0

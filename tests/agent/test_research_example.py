@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "research_agent.py"
-MODEL_SETTINGS = ("OUTLAST_BEDROCK_MODEL_ID", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OUTLAST_FAULT")
+MODEL_SETTINGS = ("OUTLAST_BEDROCK_MODEL_ID", "OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 
 def outlast(cwd: Path, *args: str) -> dict[str, Any]:

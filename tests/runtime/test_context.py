@@ -17,6 +17,7 @@ from outlast import (
     StepFailedError,
 )
 from outlast.errors import DurableControl, HandOff, LeaseLost, Suspend
+from outlast.testing.replay import replay_context
 from statestore import EntryKind, EntryStatus, RunStatus
 
 
@@ -46,18 +47,8 @@ def test_step_results_replay_without_running(app: App) -> None:
     assert view.result == ["A", "B", "C"]
     assert calls == ["a", "b", "c"]
     # Re-running the function over the full journal replays everything and runs nothing.
-    from outlast.budget import Budget
-    from outlast.context import Context as Ctx
 
-    ctx = Ctx(
-        store=app.store,
-        run_id=run_id,
-        token=0,
-        leg=9,
-        journal=app.journal(run_id),
-        budget=Budget.unlimited(),
-        retry=RetryPolicy(),
-    )
+    ctx = replay_context(app, run_id)
     assert flow.fn(ctx, ["a", "b", "c"]) == ["A", "B", "C"]
     assert calls == ["a", "b", "c"]
     assert ctx.stats.steps_replayed == 3 and ctx.stats.steps_executed == 0
@@ -99,14 +90,14 @@ def test_model_is_rebuilt_on_replay_in_a_later_leg(app: App) -> None:
 def test_unserializable_result_is_a_clear_type_error_and_nothing_is_committed(app: App) -> None:
     @app.durable()
     def flow(ctx: Context) -> None:
-        ctx.step(lambda: {1, 2}, name="make_set")
+        ctx.step(lambda: {"handle": object()}, name="make_set")
 
     run_id = app.start("flow")
     view = app.drive(run_id)
     assert view.status is RunStatus.FAILED
     assert view.error is not None and view.error.type == "TypeError"
     assert "step 'make_set' returned a result that cannot be stored" in view.error.message
-    assert "type set cannot be stored" in view.error.message
+    assert "object" in view.error.message
     assert app.journal(run_id) == []
 
 
@@ -379,9 +370,9 @@ def test_before_cold_fault_point_fires_at_the_right_commit(tmp_path: Any) -> Non
     import sys
 
     script = (
-        "from outlast.faults import FaultPlan\n"
+        "from outlast.testing.faults import FaultPlan\n"
         "plan = FaultPlan('commit:2:before-cold')\n"
-        "plan.point('before-cold'); plan.next_commit()\n"
+        "plan.point('before-cold'); plan.point('before-hot'); plan.point('after-hot')\n"
         "print('first commit survived', flush=True)\n"
         "plan.point('before-cold'); print('not reached', flush=True)\n"
     )
