@@ -21,16 +21,35 @@ Measured by wrapping the store the run uses:
 - conversation_bytes: the conversation's messages as JSON, as rebuilt by a replay of the journal.
 
 Values above 1 KB are zstd-compressed by the codec; the tool's text is drawn from a 2,000-word
-vocabulary, which compresses about as well as ordinary prose. The script starts its own
-redis-server on a free loopback port, keeps every file in a temporary directory, and stops what it
-started.
+vocabulary, which compresses about as well as ordinary prose.
+
+A second section measures what a long conversation occupies at rest: one run of
+``--stored-turns`` (1000) turns whose tool returns 2,000 characters that do not compress (base64 of
+random bytes), on SQLite, Redis and DynamoDB (moto), each in a fresh database, table or key
+prefix. Stored bytes are what the backend itself reports the run occupies, plus the cold tier:
+
+- SQLite: growth of the database's used pages (page count less free pages, times the page size,
+  after a WAL checkpoint) from the empty schema to the finished run;
+- Redis: ``MEMORY USAGE`` (exact, ``SAMPLES 0``) of every key under the run's own prefix (its
+  record, journal, signals and its members of the two indexes);
+- DynamoDB: the size of every item under the run's partition key, by AWS's item-sizing rules
+  (what DynamoDB bills storage on, before its 100-byte per-item overhead);
+- cold tier: the size of every blob file the run wrote.
+
+The ratio divides that by the conversation's bytes (its messages as JSON, as the agent returned
+them at the end of the run).
+The scripts start their own redis-server and moto_server on free loopback ports, keep every file
+in a temporary directory, and stop what they started.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -45,18 +64,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from outlast import App, Budget, Context, RetryPolicy  # noqa: E402
+from bench.statestore_bench import _dynamo_item_size  # noqa: E402
+from outlast import App, Context  # noqa: E402
 from outlast.agent import (  # noqa: E402
     Agent,
     AgentResult,
     Message,
     ModelReply,
-    Offline,
     ToolCall,
     Usage,
     tool,
 )
-from outlast.agent.models.offline import ScriptItem  # noqa: E402
+from outlast.testing.offline_model import Offline, ScriptItem  # noqa: E402
+from outlast.testing.replay import replay_context  # noqa: E402
 from statestore import (  # noqa: E402
     BlobRef,
     JournalEntry,
@@ -65,9 +85,11 @@ from statestore import (  # noqa: E402
     open_store,
     serialize,
 )
-from tests.support.servers import RedisServer  # noqa: E402
+from tests.support.servers import MotoServer, RedisServer  # noqa: E402
 
 STORES = ("sqlite", "redis")
+STORED_STORES = ("sqlite", "redis", "dynamodb-moto")
+STORED_TURNS = 1000
 TOOL_TEXT_BYTES = 2000
 WINDOW = 10
 TARGET_RATIO = 1.2
@@ -92,7 +114,14 @@ def fetch(page: int) -> str:
     return " ".join(words)[:TOOL_TEXT_BYTES]
 
 
-def scripted_replies(turns: int) -> list[ScriptItem]:
+@tool
+def fetch_noise(page: int) -> str:
+    """Fetch one page of text that does not compress."""
+    raw = random.Random(page).randbytes(TOOL_TEXT_BYTES * 3 // 4)
+    return base64.b64encode(raw).decode()
+
+
+def scripted_replies(turns: int, tool_name: str = "fetch") -> list[ScriptItem]:
     """One fetch per turn, then an answer. The usage is given rather than counted: the offline
     model would otherwise count every word of the conversation on each call, work that grows with
     the history inside this process (a real model counts on the provider's side) and that would
@@ -101,7 +130,7 @@ def scripted_replies(turns: int) -> list[ScriptItem]:
     replies: list[ScriptItem] = [
         ModelReply(
             message=Message.assistant(
-                "", [ToolCall(id=f"call-{n}", name="fetch", arguments={"page": n})]
+                "", [ToolCall(id=f"call-{n}", name=tool_name, arguments={"page": n})]
             ),
             usage=Usage(input_tokens=40 + n * (per_turn + 12), output_tokens=12),
             stop_reason="tool_use",
@@ -139,12 +168,14 @@ def metered(store: StateStore, meter: Meter) -> Iterator[None]:
     hot, cold = store.hot, store.cold
     append, write, put = hot.append, hot._write, cold.put
 
-    def timed_append(run_id: str, token: int, entries: Any, update: Any = None) -> Any:
+    def timed_append(
+        run_id: str, token: int, entries: Any, update: Any = None, **kwargs: Any
+    ) -> Any:
         if any(e.name == "model" for e in entries):
             meter.turn += 1
         started = time.perf_counter()
         try:
-            return append(run_id, token, entries, update)
+            return append(run_id, token, entries, update, **kwargs)
         finally:
             meter.add(meter.commit_s, time.perf_counter() - started)
 
@@ -200,7 +231,7 @@ def one_run(store: StateStore, turns: int, run_no: int) -> RunFigures:
     stored = len(serialize.dump(record)) + sum(_at_rest(e) for e in journal)
 
     started = time.perf_counter()
-    result = _replay(store, run_id, journal, agent)
+    result = _replay(app, run_id, agent)
     replay_ms = (time.perf_counter() - started) * 1000
     sizes = [len(json.dumps(m.model_dump(mode="json"))) for m in result.messages]
     conversation = len(json.dumps([m.model_dump(mode="json") for m in result.messages]))
@@ -221,19 +252,10 @@ def _at_rest(entry: JournalEntry) -> int:
     return len(serialize.dump(entry)) + blob
 
 
-def _replay(
-    store: StateStore, run_id: str, journal: list[JournalEntry], agent: Agent
-) -> AgentResult:
-    """The conversation, rebuilt from the journal alone (no lease: nothing may run live)."""
-    ctx = Context(
-        store=store,
-        run_id=run_id,
-        token=0,
-        leg=0,
-        journal=journal,
-        budget=Budget.unlimited(),
-        retry=RetryPolicy(),
-    )
+def _replay(app: App, run_id: str, agent: Agent) -> AgentResult:
+    """The conversation, rebuilt from the journal alone (a replay-only context: nothing may run
+    live, and any write would be refused by fencing)."""
+    ctx = replay_context(app, run_id)
     result = agent.run(ctx, "Fetch every page.")
     if ctx.stats.steps_executed:
         raise RuntimeError("the replay ran steps live")
@@ -270,35 +292,253 @@ def bench_store(store_factory: Callable[[], StateStore], turns: int, runs: int) 
     }
 
 
+# ---------------------------------------------------------------------- stored bytes, 1000 turns
+
+
+@dataclass
+class Physical:
+    """One fresh store for one run, and how to ask its backend what the run occupies."""
+
+    store: StateStore
+    cold_dir: Path
+    hot_bytes: Callable[[str], int]  # run id -> bytes the hot tier holds for it
+    how: str
+    disk_bytes: Callable[[], int] | None = None  # the backend's files on disk, now
+
+
+def stored_run(physical: Physical, turns: int, label: str) -> dict[str, Any]:
+    store = physical.store
+    agent = Agent(
+        Offline(script=scripted_replies(turns, "fetch_noise")), [fetch_noise], max_turns=turns + 1
+    )
+    app = App(f"agent-stored-{label}", store=store)
+
+    @app.durable()
+    def bench(ctx: Context, prompt: str) -> dict[str, Any]:
+        result = agent.run(ctx, prompt)
+        messages = [m.model_dump(mode="json") for m in result.messages]
+        return {"turns": result.turns, "conversation_bytes": len(json.dumps(messages))}
+
+    disk_before = physical.disk_bytes() if physical.disk_bytes else None
+    # The run id names the backend: the process-wide journal cache is keyed by run id alone.
+    run_id = app.start(bench, "Fetch every page.", run_id=f"stored-{label}-{turns}")
+    started = time.perf_counter()
+    view = app.drive(run_id)
+    seconds = time.perf_counter() - started
+    disk = (
+        physical.disk_bytes() - disk_before
+        if physical.disk_bytes and disk_before is not None
+        else None
+    )
+    if view.status is not RunStatus.SUCCEEDED:
+        raise RuntimeError(f"the stored-bytes run ended {view.status.value}: {view.error}")
+    journal = store.hot.read_journal(run_id)
+    record = store.hot.get_run(run_id)
+    logical = len(serialize.dump(record)) + sum(_at_rest(e) for e in journal)
+    hot = physical.hot_bytes(run_id)
+    cold = sum(f.stat().st_size for f in physical.cold_dir.rglob("*") if f.is_file())
+    output = app.result(run_id)
+    if output["turns"] != turns + 1:  # the model's final answer is a turn of its own
+        raise RuntimeError(f"the stored-bytes run took {output['turns']} model calls")
+    conversation = int(output["conversation_bytes"])
+    tool_text = sum(len(fetch_noise.fn(n)) for n in range(turns))
+    return {
+        "turns": turns,
+        "entries": len(journal),
+        "hot_bytes": hot,
+        "cold_bytes": cold,
+        "stored_bytes": hot + cold,
+        "logical_bytes": logical,
+        "disk_bytes": disk,
+        "conversation_bytes": conversation,
+        "tool_text_bytes": tool_text,
+        "ratio": round((hot + cold) / conversation, 3),
+        "_seconds": round(seconds, 1),
+        "_how": physical.how,
+    }
+
+
+@contextmanager
+def physical_store(name: str, tmp: Path) -> Iterator[Physical]:
+    cold_dir = tmp / f"cold-stored-{name}"
+    cold_url = f"file://{cold_dir}"
+    if name == "sqlite":
+        path = tmp / "stored.db"
+        store = open_store(f"sqlite:///{path}", cold_url)
+        try:
+            empty = _sqlite_used(path)
+
+            def sqlite_bytes(run_id: str) -> int:
+                return _sqlite_used(path) - empty
+
+            def sqlite_files() -> int:
+                return sum(
+                    f.stat().st_size
+                    for f in (path, path.with_name(path.name + "-wal"))
+                    if f.exists()
+                )
+
+            yield Physical(
+                store,
+                cold_dir,
+                sqlite_bytes,
+                "used pages x page size after a checkpoint, growth over the run",
+                sqlite_files,
+            )
+        finally:
+            store.close()
+    elif name == "redis":
+        import redis
+
+        workdir = tmp / "redis-stored"
+        workdir.mkdir()
+        server = RedisServer(workdir=workdir, persistent=True)
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        store = open_store(f"{server.url}?prefix=stored", cold_url)
+        try:
+
+            def redis_bytes(run_id: str) -> int:
+                keys = list(client.scan_iter(match="stored:*", count=1000))
+                return sum(int(client.memory_usage(k, samples=0) or 0) for k in keys)
+
+            def redis_files() -> int:
+                return sum(f.stat().st_size for f in workdir.rglob("*.aof*") if f.is_file())
+
+            yield Physical(
+                store, cold_dir, redis_bytes, "MEMORY USAGE of the prefix's keys", redis_files
+            )
+        finally:
+            store.close()
+            client.close()
+            server.stop()
+    elif name == "dynamodb-moto":
+        for key, default in (
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+        ):
+            os.environ.setdefault(key, default)
+        moto = MotoServer()
+        moto.start()
+        table = "stored"
+        store = open_store(
+            f"dynamodb://{table}?region=us-east-1&endpoint_url={moto.endpoint}&create=1", cold_url
+        )
+        try:
+
+            def dynamo_bytes(run_id: str) -> int:
+                import boto3
+
+                client = boto3.client(
+                    "dynamodb", region_name="us-east-1", endpoint_url=moto.endpoint
+                )
+                total = 0
+                pages = client.get_paginator("query").paginate(
+                    TableName=table,
+                    KeyConditionExpression="pk = :p",
+                    ExpressionAttributeValues={":p": {"S": run_id}},
+                    ConsistentRead=True,
+                )
+                for page in pages:
+                    total += sum(_dynamo_item_size(item) for item in page["Items"])
+                return total
+
+            yield Physical(store, cold_dir, dynamo_bytes, "item sizes under the run's key")
+        finally:
+            store.close()
+            moto.stop()
+    else:
+        raise ValueError(f"unknown store {name!r}")
+
+
+def _sqlite_used(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        count = conn.execute("PRAGMA page_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    conn.close()
+    return int((count - free) * size)
+
+
+def _print_stored(results: dict[str, dict[str, Any]]) -> None:
+    print(
+        f"{'store':<14}{'turns':>6}{'hot B':>11}{'cold B':>9}{'stored B':>11}{'convers. B':>12}"
+        f"{'ratio':>7}{'logical B':>11}{'disk B':>11}{'seconds':>9}"
+    )
+    for name, r in results.items():
+        disk = "-" if r["disk_bytes"] is None else str(r["disk_bytes"])
+        print(
+            f"{name:<14}{r['turns']:>6}{r['hot_bytes']:>11}{r['cold_bytes']:>9}"
+            f"{r['stored_bytes']:>11}{r['conversation_bytes']:>12}{r['ratio']:>7.2f}"
+            f"{r['logical_bytes']:>11}{disk:>11}{r['_seconds']:>9.1f}"
+        )
+    print(
+        "  (one run per store; each turn's tool returns "
+        f"{TOOL_TEXT_BYTES} characters of base64 noise; stored: "
+        + "; ".join(f"{n}: {r['_how']}" for n, r in results.items())
+        + ", plus cold blobs; logical: the serialized run record, entries and blobs; disk: "
+        "growth of the backend's files as the run ends (SQLite: database + WAL, before any "
+        "checkpoint; Redis: the append-only file))"
+    )
+    for name, r in results.items():
+        ok = r["ratio"] <= TARGET_STORED
+        print(
+            f"{name}: stored {r['ratio']:.2f}x the conversation at {r['turns']} turns "
+            f"<= {TARGET_STORED}x: {'PASS' if ok else 'FAIL'}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stores", default=",".join(STORES))
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--stored-stores",
+        default=",".join(STORED_STORES),
+        help="stores for the stored-bytes run (empty: skip it)",
+    )
+    parser.add_argument("--stored-turns", type=int, default=STORED_TURNS)
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
     args = parser.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    stored_stores = [s.strip() for s in args.stored_stores.split(",") if s.strip()]
     unknown = set(stores) - set(STORES)
-    if unknown or args.turns < 20 or args.runs < 1:
+    if unknown or (stores and args.turns < 20) or args.runs < 1:
         parser.error(f"stores are {', '.join(STORES)}; --turns >= 20; --runs >= 1")
+    if set(stored_stores) - set(STORED_STORES) or args.stored_turns < 1:
+        parser.error(f"stored stores are {', '.join(STORED_STORES)}; --stored-turns >= 1")
 
     results: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agent-bench-")))
         for name in stores:
+            print(f"... {name}: {args.runs} runs of {args.turns} turns", file=sys.stderr)
             factory = _factory(name, tmp, stack)
             results[name] = bench_store(factory, args.turns, args.runs)
+        stored: dict[str, dict[str, Any]] = {}
+        for name in stored_stores:
+            print(f"... {name}: stored bytes of {args.stored_turns} turns", file=sys.stderr)
+            with physical_store(name, tmp) as physical:
+                stored[name] = stored_run(physical, args.stored_turns, name)
 
-    _print_table(results, args.turns)
+    if results:
+        _print_table(results, args.turns)
+    if stored:
+        if results:
+            print()
+        _print_stored(stored)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    s: {k: v for k, v in r.items() if not k.startswith("_")}
-                    for s, r in results.items()
-                }
-            )
-        )
+        out: dict[str, Any] = {
+            s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in results.items()
+        }
+        if stored:
+            out["stored"] = {
+                s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in stored.items()
+            }
+        print(json.dumps(out))
     return 0
 
 

@@ -10,6 +10,11 @@ Run from the repository root::
 - resume: a fresh interpreter imports this module (the app), then the clock starts and it calls
   ``app.run_leg``; the clock stops when the first step the journal does not hold starts running.
   Runs of 100, 1000 and 10,000 entries on SQLite; the median of several legs.
+- map: a durable function whose one operation is ``ctx.map`` of 16 items, 4 at a time, each
+  item returning a 24 KiB JSON-like text of random words (above the codec's 1 KiB compression
+  threshold; zstd shrinks it to about half). Started with ``app.start`` and run with
+  ``app.drive``; the sample is the wall time of the ``ctx.map`` call (16 live steps committed),
+  p50/p99 over ``--map-runs`` runs after a warm-up run. SQLite and Redis hot tiers.
 - restart tax: the same run driven by the local emulator (a subprocess per leg) with evictions
   (``Faults(evict_rate=0.5)``: SIGTERM at a random moment, SIGKILL after a grace period) and
   without. Each step appends its own duration to a side-effect file, so steps run by legs that
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -42,7 +48,7 @@ if str(ROOT) not in sys.path:
 
 from outlast import App, Budget, Context  # noqa: E402
 from outlast.emulator import Emulator, Faults  # noqa: E402
-from statestore import open_store  # noqa: E402
+from statestore import RunStatus, codec, open_store  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 
 THIS = Path(__file__).resolve()
@@ -52,6 +58,10 @@ RESUME_SIZES = (100, 1000, 10_000)
 TARGET_OVERHEAD_P50_US = {"sqlite": 200.0, "redis": 500.0}
 TARGET_RESUME_MS = ("1000", 50.0)
 TARGET_TAX = 1.02
+
+MAP_ITEMS = 16
+MAP_CONCURRENCY = 4
+MAP_VALUE_BYTES = 24 * 1024
 
 # The resume and restart-tax runs live in the store named by OUTLAST_HOT_URL/OUTLAST_COLD_URL,
 # which main() sets before anything opens it; leg subprocesses inherit it.
@@ -134,6 +144,43 @@ def tax_fn(ctx: Context, args: dict[str, Any]) -> int:
     return total
 
 
+_MAP_WORDS = [
+    "".join(random.Random(n).choices("abcdefghijklmnopqrstuvwxyz", k=3 + n % 8))
+    for n in range(5000)
+]
+_map_values: list[str] = []  # what map_item(i) returns in the current run
+_map_ms: list[float] = []  # wall time of each run's ctx.map
+
+
+def map_value(rng: random.Random) -> str:
+    """About MAP_VALUE_BYTES of JSON-like records of random words (zstd halves it)."""
+    records: list[str] = []
+    size = 0
+    while size < MAP_VALUE_BYTES:
+        record = json.dumps(
+            {
+                "id": rng.randrange(10**9),
+                "title": " ".join(rng.choices(_MAP_WORDS, k=6)),
+                "score": round(rng.random(), 4),
+                "body": " ".join(rng.choices(_MAP_WORDS, k=rng.randrange(20, 80))),
+            }
+        )
+        records.append(record)
+        size += len(record) + 2
+    return ("[" + ", ".join(records) + "]")[:MAP_VALUE_BYTES]
+
+
+def map_item(i: int) -> str:
+    return _map_values[i]
+
+
+def map_fn(ctx: Context, _input: Any) -> int:
+    started = time.perf_counter()
+    values = ctx.map(map_item, range(MAP_ITEMS), max_concurrency=MAP_CONCURRENCY)
+    _map_ms.append((time.perf_counter() - started) * 1000)
+    return sum(len(v) for v in values)
+
+
 # ---------------------------------------------------------------------- statistics
 
 
@@ -193,6 +240,52 @@ def _profiled(call: Any, title: str) -> Any:
     print(f"\n===== profile: {title} (sorted by own time) =====", file=sys.stderr)
     print(out.getvalue(), file=sys.stderr)
     return result
+
+
+# ---------------------------------------------------------------------- map
+
+
+@dataclass
+class MapFigures:
+    p50_ms: float
+    p99_ms: float
+    drive_p50_ms: float
+    runs: int
+    stored_value_bytes: int  # median codec frame of one item's value (compressed)
+
+
+def map_bench(hot_url: str, cold_url: str, runs: int, seed: int = 0) -> MapFigures:
+    label = hot_url.partition(":")[0]
+    bench = App("bench-map", store=open_store(hot_url, cold_url))
+    durable = bench.durable()(map_fn)
+    rng = random.Random(seed)
+    drive_ms: list[float] = []
+    frames: list[int] = []
+    try:
+        _map_ms.clear()
+        for n in range(runs + 1):  # run 0 warms up: connections, scripts, thread pool
+            # Fresh values for each run, made before the clock starts.
+            _map_values[:] = [map_value(rng) for _ in range(MAP_ITEMS)]
+            frames.extend(len(codec.encode(v)) for v in _map_values)
+            # The run id names the backend: the process-wide journal cache is keyed by run id
+            # alone, so a run id reused on another store would replay the first store's journal.
+            run_id = durable.start(None, run_id=f"map-{label}-{n}-{os.getpid()}")
+            started = time.perf_counter()
+            view = bench.drive(run_id)
+            drive_ms.append((time.perf_counter() - started) * 1000)
+            if view.status is not RunStatus.SUCCEEDED:
+                raise RuntimeError(f"the map run ended {view.status.value}: {view.error}")
+            assert len(_map_ms) == n + 1, "ctx.map ran more than once in a run"
+        samples, drives = _map_ms[1:], drive_ms[1:]
+        return MapFigures(
+            p50_ms=pct(samples, 50),
+            p99_ms=pct(samples, 99),
+            drive_p50_ms=pct(drives, 50),
+            runs=len(samples),
+            stored_value_bytes=int(statistics.median(frames)),
+        )
+    finally:
+        bench.close()
 
 
 # ---------------------------------------------------------------------- resume
@@ -377,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3000, help="timed steps per backend")
     parser.add_argument("--resume-repeats", type=int, default=5)
+    parser.add_argument("--map-runs", type=int, default=20, help="timed ctx.map runs per backend")
     parser.add_argument("--tax-seeds", type=int, default=3)
     parser.add_argument("--tax-steps", type=int, default=200)
     parser.add_argument("--tax-work", type=float, default=0.01, help="CPU seconds per step")
@@ -405,13 +499,18 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(app.close)
 
         overhead: dict[str, Overhead] = {}
+        mapped: dict[str, MapFigures] = {}
         progress(f"step overhead: {args.steps} steps on sqlite")
         overhead["sqlite"] = step_overhead(
             f"sqlite:///{tmp}/overhead.db", cold, args.steps, args.profile
         )
+        progress(f"map: {args.map_runs} runs on sqlite")
+        mapped["sqlite"] = map_bench(f"sqlite:///{tmp}/map.db", cold, args.map_runs)
         with redis_url(tmp) as url:
             progress(f"step overhead: {args.steps} steps on redis")
             overhead["redis"] = step_overhead(url, cold, args.steps, args.profile)
+            progress(f"map: {args.map_runs} runs on redis")
+            mapped["redis"] = map_bench(url, cold, args.map_runs)
 
         resumed = resume(args.resume_repeats, args.profile)
         tax = (
@@ -423,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'step overhead':<16} {'n':>6} {'p50 us':>9} {'p99 us':>9}")
     for name, o in overhead.items():
         print(f"{name:<16} {o.samples:>6} {o.p50:>9.1f} {o.p99:>9.1f}")
+    print()
+    print(f"{'ctx.map 16x24KB':<16} {'runs':>6} {'p50 ms':>9} {'p99 ms':>9} {'drive p50 ms':>13}")
+    for name, m in mapped.items():
+        print(f"{name:<16} {m.runs:>6} {m.p50_ms:>9.2f} {m.p99_ms:>9.2f} {m.drive_p50_ms:>13.2f}")
+    frame = statistics.median(m.stored_value_bytes for m in mapped.values())
+    print(
+        f"  (the wall time of one ctx.map of {MAP_ITEMS} items, {MAP_CONCURRENCY} at a time, each "
+        f"returning {MAP_VALUE_BYTES} bytes of JSON-like text, {frame:.0f} bytes once encoded; "
+        "drive: app.drive of the whole run, lease to completion)"
+    )
     print()
     print(f"{'resume entries':<16} {'total ms':>9} {'load ms':>9} {'replay ms':>10}")
     for size, r in resumed.items():
@@ -456,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, Any] = {
             "step_overhead_p50_us": {k: round(v.p50, 1) for k, v in overhead.items()},
             "step_overhead_p99_us": {k: round(v.p99, 1) for k, v in overhead.items()},
+            "map_p50_ms": {k: round(v.p50_ms, 2) for k, v in mapped.items()},
+            "map_p99_ms": {k: round(v.p99_ms, 2) for k, v in mapped.items()},
             "resume_ms": {k: round(v["resume_ms"], 1) for k, v in resumed.items()},
             "restart_tax": round(tax["tax"], 4) if tax is not None else None,
         }
