@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean redis-server
+.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean redis-server chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,10 @@ redis-server:
 		fi; \
 	fi
 
+# lint-imports: the layer contracts of DESIGN.md (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -37,6 +39,7 @@ unit: $(STAMP) redis-server
 test: $(STAMP) redis-server
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 	bash scripts/deploy_check.sh
 	bash scripts/infra_check.sh
@@ -59,5 +62,12 @@ bench: $(STAMP) redis-server
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/worker_bench.py
 
+# The long chaos suite: thousands of runs on SQLite, redis-server (killed and restarted under the
+# runs) and DynamoDB+S3 (moto_server), over ten thousand injected faults; prints a summary.
+# CHAOS_SEED=N re-runs one seed. The short suite runs in `make test`.
+chaos: $(STAMP) redis-server
+	CHAOS_LONG=1 CHAOS_SUMMARY=.chaos-summary.txt $(BIN)/pytest tests/chaos -m chaos \
+		-o timeout=0 -q -rA
+
 clean:
-	rm -rf .outlast .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .outlast .pytest_cache .mypy_cache .ruff_cache .hypothesis .chaos-summary.txt

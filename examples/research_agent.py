@@ -6,10 +6,12 @@ Run it through the local emulator, with evictions and kills switched on::
         --leg-timeout 3 --evict-rate 0.3 --kill-rate 0.2 --seed 7
     outlast runs show RUN_ID      # tokens, legs, and the restart tax it did not pay
 
-The model is the offline one unless the environment names another (see ``model_from_env``):
-``OUTLAST_BEDROCK_MODEL_ID`` for Bedrock, ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``,
-``OUTLAST_OPENAI_MODEL``) for an OpenAI-compatible endpoint. The tools sleep a few milliseconds,
-as real ones take time, so the emulator's kills land in the middle of the run.
+The model is the one the environment names (see ``model_from_env``): ``OUTLAST_BEDROCK_MODEL_ID``
+for Bedrock, ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL``, ``OUTLAST_OPENAI_MODEL``) for an
+OpenAI-compatible endpoint. Without either, this example chooses the offline model (a test double
+from ``outlast.testing``) so ``make demo`` runs anywhere; it says so in every answer. The tools
+sleep a few milliseconds, as real ones take time, so the emulator's kills land in the middle of
+the run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from outlast import App, Context
-from outlast.agent import Agent, Message, Model, ModelReply, Offline, Tool, model_from_env, tool
+from outlast.agent import Agent, Message, Model, ModelReply, Tool, model_from_env, tool
+from outlast.testing.offline_model import Offline
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 # Only /tmp is writable on Lambda, so that is where notes go there unless told otherwise.
@@ -118,7 +121,7 @@ class Paced:
 
 
 def pick_model() -> Model:
-    model = model_from_env()
+    model = model_from_env(default=Offline())
     return Paced(model, OFFLINE_THINK_S) if isinstance(model, Offline) else model
 
 

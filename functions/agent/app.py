@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 from examples.research_agent import app
+from outlast.platforms.aws_lambda import LambdaHandler
 
 __all__ = ["app", "handler"]
 
-handler = app.lambda_handler(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "outlast-agent"))
+# The platform takes the app (the app knows no platform).
+handler = LambdaHandler(app, service=os.environ.get("POWERTOOLS_SERVICE_NAME", "outlast-agent"))

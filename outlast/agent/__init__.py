@@ -13,7 +13,7 @@ from outlast.agent.models import (
     ModelRequestError,
     ModelServerError,
     ModelThrottledError,
-    Offline,
+    NoModelConfiguredError,
     OpenAIChat,
     model_from_env,
 )
@@ -39,7 +39,7 @@ __all__ = [
     "ModelRequestError",
     "ModelServerError",
     "ModelThrottledError",
-    "Offline",
+    "NoModelConfiguredError",
     "OpenAIChat",
     "Tool",
     "ToolArgumentError",

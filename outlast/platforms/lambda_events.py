@@ -141,7 +141,7 @@ def parse_eventbridge(event: dict[str, Any]) -> Request:
     if not isinstance(detail, dict) or not ("function" in detail or "outlast" in detail):
         raise BadEventError(
             f"EventBridge event {event.get('detail-type')!r} from {event.get('source')!r} names "
-            "no run: put a start request in its detail, or give lambda_handler an event_mapper"
+            "no run: put a start request in its detail, or give LambdaHandler an event_mapper"
         )
     return parse_request(detail)
 

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from outlast import App, Context
-from outlast.agent import Agent, Message, Model, ModelReply, Offline, Tool, tool
+from outlast.agent import Agent, Message, Model, ModelReply, Tool, tool
+from outlast.testing.offline_model import Offline
 
 CALL_LOG_ENV = "AGENT_CALL_LOG"
 

@@ -21,13 +21,12 @@ from outlast.agent import (
     ModelRequestError,
     ModelServerError,
     ModelThrottledError,
-    Offline,
     Tool,
     ToolCall,
     tool,
 )
 from outlast.agent.models.base import ModelError
-from outlast.agent.models.offline import ScriptItem
+from outlast.testing.offline_model import Offline, ScriptItem
 from outlast.testing.replay import replay_context
 from statestore import (
     BlobRef,

@@ -10,12 +10,12 @@ from outlast.agent.models import (
     Model,
     ModelRequestError,
     ModelThrottledError,
-    Offline,
+    NoModelConfiguredError,
     OpenAIChat,
     model_from_env,
 )
-from outlast.agent.models.offline import parse_hits
 from outlast.agent.tools import Tool, tool
+from outlast.testing.offline_model import Offline, parse_hits
 
 DOCS = {
     "lambda-limits": ("Lambda limits", "Lambda functions stop after fifteen minutes. "
@@ -269,7 +269,10 @@ def test_model_from_env() -> None:
     assert (openai.model, openai.base_url, openai.api_key) == (
         "llama3", "http://127.0.0.1:9/v1", "sk")
 
-    assert isinstance(model_from_env({}), Offline)
+    # Nothing configured and no default: a loud error naming the settings, never a silent
+    # fallback to the offline test double.
+    with pytest.raises(NoModelConfiguredError, match=r"OUTLAST_BEDROCK_MODEL_ID.*OPENAI_API_KEY"):
+        model_from_env({})
     mine = Offline(rounds=2)
     assert model_from_env({}, default=mine) is mine
     assert all(isinstance(m, Model) for m in (bedrock, openai, mine))

@@ -22,7 +22,7 @@ import functions.agent.app as agent_function
 import functions.api.app as api_function
 import functions.sweeper.app as sweeper_function
 from outlast import App
-from outlast.platforms.aws_lambda import Observability
+from outlast.platforms.aws_lambda import LambdaHandler, Observability
 from outlast.platforms.lambda_events import BadEventError, StartRequest
 from statestore import RunStatus, StateStoreError
 from tests.conftest import unique
@@ -144,7 +144,7 @@ def test_a_schedule_event_needs_a_mapper_and_starts_one_run_per_mapped_id(
 ) -> None:
     schedule = load_event("schedule.json")
     with pytest.raises(BadEventError, match="event_mapper"):
-        app.lambda_handler(lambda_client=lam)(schedule, LambdaContext(2.0))
+        LambdaHandler(app, lambda_client=lam)(schedule, LambdaContext(2.0))
     assert app.store.hot.list_runs() == []
 
     def nightly(event: dict[str, Any]) -> StartRequest | None:
@@ -152,7 +152,7 @@ def test_a_schedule_event_needs_a_mapper_and_starts_one_run_per_mapped_id(
             return None
         return StartRequest(function="squares", run_id=f"nightly-{event['time'][:10]}", input=4)
 
-    handler = app.lambda_handler(lambda_client=lam, event_mapper=nightly)
+    handler = LambdaHandler(app, lambda_client=lam, event_mapper=nightly)
     done = handler(schedule, LambdaContext(5.0))
     assert (done["run_id"], done["status"]) == ("nightly-2025-01-01", "completed")
     assert app.result("nightly-2025-01-01") == {"n": 4, "total": 14}
@@ -180,21 +180,21 @@ def test_bad_direct_events_raise_and_write_nothing(
     app: App, lam: CapturingLambda, event: dict[str, Any]
 ) -> None:
     with pytest.raises(BadEventError):
-        app.lambda_handler(lambda_client=lam)(event, LambdaContext(2.0))
+        LambdaHandler(app, lambda_client=lam)(event, LambdaContext(2.0))
     assert app.store.hot.list_runs() == []
     assert lam.invokes == []
 
 
 def test_a_continuation_for_a_missing_run_is_skipped(app: App, lam: CapturingLambda) -> None:
     event = {"outlast": {"action": "continue", "run_id": "ghost", "leg": 3}}
-    assert app.lambda_handler(lambda_client=lam)(event, LambdaContext(2.0))["status"] == "skipped"
+    assert LambdaHandler(app, lambda_client=lam)(event, LambdaContext(2.0))["status"] == "skipped"
 
 
 def test_the_runs_own_failure_is_committed_and_the_handler_returns(
     app: App, lam: CapturingLambda
 ) -> None:
     event = {"outlast": {"action": "start", "function": "broken", "run_id": "b-1"}}
-    outcome = app.lambda_handler(lambda_client=lam)(event, LambdaContext(2.0))
+    outcome = LambdaHandler(app, lambda_client=lam)(event, LambdaContext(2.0))
     assert outcome["status"] == "failed"
     record = app.store.hot.get_run("b-1")
     assert record.status is RunStatus.FAILED
@@ -211,7 +211,7 @@ def test_an_unreachable_store_raises_so_lambda_retries(
     )
     event = {"outlast": {"action": "continue", "run_id": "r-1", "leg": 2}}
     with pytest.raises(StateStoreError):
-        app.lambda_handler(lambda_client=lam)(event, LambdaContext(2.0))
+        LambdaHandler(app, lambda_client=lam)(event, LambdaContext(2.0))
 
 
 def test_log_lines_carry_run_leg_and_seq_and_metrics_are_emf(
@@ -220,7 +220,7 @@ def test_log_lines_carry_run_leg_and_seq_and_metrics_are_emf(
     service = unique("logs")
     stream = io.StringIO()
     obs = Observability(service, logger=Logger(service=service, stream=stream))
-    handler = app.lambda_handler(lambda_client=lam, observability=obs)
+    handler = LambdaHandler(app, lambda_client=lam, observability=obs)
     runtime = logging.getLogger("outlast")
     before = (list(runtime.handlers), runtime.propagate, runtime.level)
 

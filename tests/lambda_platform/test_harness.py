@@ -10,6 +10,7 @@ import time
 
 from outlast import App
 from outlast.platforms.api import ApiHandler
+from outlast.platforms.aws_lambda import LambdaHandler
 from statestore import RunStatus
 from tests.lambda_platform.conftest import Tiers
 from tests.lambda_platform.support import AGENT, AGENT_ARN, CapturingLambda, Harness, load_event
@@ -23,7 +24,7 @@ def start_event(function: str, run_id: str, input: object) -> dict[str, object]:
 def test_300_step_run_crosses_many_legs_despite_lost_and_duplicate_handoffs(
     app: App, lam: CapturingLambda
 ) -> None:
-    handler = app.lambda_handler(lambda_client=lam)
+    handler = LambdaHandler(app, lambda_client=lam)
     harness = Harness(
         handler, lam, app.store.hot, timeout_s=0.4, seed=3, drop_rate=0.15, duplicate_rate=0.2
     )
@@ -53,7 +54,7 @@ def test_300_step_run_crosses_many_legs_despite_lost_and_duplicate_handoffs(
 def test_a_leg_killed_at_its_deadline_is_recovered_by_the_sweeper(
     app: App, lam: CapturingLambda
 ) -> None:
-    handler = app.lambda_handler(lambda_client=lam)
+    handler = LambdaHandler(app, lambda_client=lam)
     harness = Harness(handler, lam, app.store.hot, timeout_s=0.5)
     assert harness.deliver(start_event("fragile", "kill-1", {"n": 12, "kill_at": 5})) is None
     assert harness.kills == 1
@@ -80,7 +81,7 @@ def test_a_leg_killed_at_its_deadline_is_recovered_by_the_sweeper(
 
 
 def test_a_run_sleeping_on_a_timer_is_woken_by_the_sweeper(app: App, lam: CapturingLambda) -> None:
-    handler = app.lambda_handler(lambda_client=lam)
+    handler = LambdaHandler(app, lambda_client=lam)
     harness = Harness(handler, lam, app.store.hot, timeout_s=2.0)
     outcome = harness.deliver(start_event("napper", "nap-1", 1.0))
     assert outcome is not None and outcome["status"] == "suspended"
@@ -98,7 +99,7 @@ def test_a_run_waiting_for_a_signal_is_woken_by_the_api(
     app: App, lam: CapturingLambda, tiers: Tiers
 ) -> None:
     api = ApiHandler(app, agent_function=AGENT, lambda_client=lam)
-    agent = app.lambda_handler(lambda_client=lam)
+    agent = LambdaHandler(app, lambda_client=lam)
     harness = Harness(agent, lam, app.store.hot, timeout_s=2.0)
 
     start = load_event("api-start.json")

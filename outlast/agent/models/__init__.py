@@ -1,4 +1,7 @@
-"""Model adapters: Bedrock (Converse), OpenAI-compatible chat completions, and the offline model."""
+"""Model adapters: Bedrock (Converse) and OpenAI-compatible chat completions.
+
+The offline (scripted) model is a test double: ``outlast.testing.offline_model.Offline``.
+"""
 
 from outlast.agent.models.base import (
     Model,
@@ -8,8 +11,7 @@ from outlast.agent.models.base import (
     ModelThrottledError,
 )
 from outlast.agent.models.bedrock import Bedrock
-from outlast.agent.models.env import model_from_env
-from outlast.agent.models.offline import Offline
+from outlast.agent.models.env import NoModelConfiguredError, model_from_env
 from outlast.agent.models.openai_chat import OpenAIChat
 
 __all__ = [
@@ -19,7 +21,7 @@ __all__ = [
     "ModelRequestError",
     "ModelServerError",
     "ModelThrottledError",
-    "Offline",
+    "NoModelConfiguredError",
     "OpenAIChat",
     "model_from_env",
 ]

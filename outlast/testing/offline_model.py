@@ -1,4 +1,8 @@
-"""A deterministic local model for tests and the offline demo. It needs no network.
+"""A deterministic local model for tests, benchmarks and the offline demo. It needs no network.
+
+It is a test double (it plays a model, scripted or by rules), so it lives in ``outlast.testing``
+and nothing picks it by itself: callers that want it pass it, e.g.
+``model_from_env(default=Offline())``.
 
 Two modes:
 
