@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from pydantic import BaseModel
@@ -19,8 +20,11 @@ from outlast.leg import LegOutcome, run_leg
 from outlast.retry import RetryPolicy
 from outlast.values import from_plain, rebuild, to_json_view, to_plain
 from statestore import (
+    EntryKind,
+    EntryStatus,
     ErrorInfo,
     JournalEntry,
+    LeasedRun,
     RunConflictError,
     RunCounters,
     RunEndedError,
@@ -28,8 +32,10 @@ from statestore import (
     RunStatus,
     Signal,
     StateStore,
-    codec,
+    canonical_hash,
+    content_hash,
     open_store,
+    pack,
     validate_run_id,
 )
 
@@ -91,13 +97,16 @@ class App:
         lease_margin: float = 10.0,
         handoff_margin: float | None = None,
         inline_wait: float = 1.0,
+        max_interruptions: int = 3,
+        max_broken_legs: int = 5,
+        trouble_backoff: tuple[float, float] = (1.0, 300.0),
     ) -> None:
         self.name = name
         self._hot_url = hot_url
         self._cold_url = cold_url
         self._store = store
         self._store_lock = threading.Lock()
-        self.retry = retry or RetryPolicy()
+        self.retry_policy = retry or RetryPolicy()
         self.lease_ttl = lease_ttl
         self.lease_margin = lease_margin
         self.handoff_margin = (
@@ -106,7 +115,21 @@ class App:
             else float(os.environ.get("OUTLAST_HANDOFF_MARGIN", "2.0"))
         )
         self.inline_wait = inline_wait
+        if max_interruptions < 1 or max_broken_legs < 1:
+            raise ValueError("max_interruptions and max_broken_legs must be at least 1")
+        # A step in flight when its leg died this many times fails the run, naming the step.
+        self.max_interruptions = max_interruptions
+        # Legs in a row that may stop on broken state before the run is blocked.
+        self.max_broken_legs = max_broken_legs
+        # First and largest wait (seconds) before a leg is retried after a store error.
+        self.trouble_backoff = trouble_backoff
         self._functions: dict[str, DurableFunction[Any]] = {}
+
+    def trouble_delay(self, troubles: int) -> timedelta:
+        """How long a run waits after its ``troubles + 1``-th failed leg in a row (with jitter)."""
+        first, largest = self.trouble_backoff
+        ceiling = min(largest, first * 2 ** min(troubles, 32))
+        return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
     # ------------------------------------------------------------------ store
 
@@ -175,7 +198,7 @@ class App:
         plain = to_plain(input)
         # Canonical (map keys sorted), so a retry whose client ordered the keys differently is
         # the same start. Raises TypeError for an unstorable input before anything is written.
-        input_hash = codec.canonical_hash(plain)
+        input_hash = canonical_hash(plain)
         if given:
             # Refuse or answer a repeated start before the input reaches the cold tier: a
             # refused start must leave no blob behind (anyone could otherwise fill the cold
@@ -184,7 +207,7 @@ class App:
             if existing is not None:
                 # Runs created before canonical hashing carry the hash of the input's bytes as
                 # they came; a retry with the very same bytes is still the same start.
-                same = existing.input_hash in (input_hash, codec.content_hash(codec.pack(plain)))
+                same = existing.input_hash in (input_hash, content_hash(pack(plain)))
                 if existing.function == name and same:
                     return run_id
                 raise RunConflictError(
@@ -258,6 +281,81 @@ class App:
     def journal(self, run_id: str) -> list[JournalEntry]:
         return self.store.hot.read_journal(run_id)
 
+    def retry(
+        self, run_id: str, *, from_seq: int | None = None, as_id: str | None = None
+    ) -> str:
+        """Re-open a failed or blocked run with the current code; return the id that continues.
+
+        The journal is kept up to the entry that failed (or up to ``from_seq``), and the run
+        continues from there, so a non-determinism, an unstorable result or a broken blob can be
+        fixed and the run finished. With ``as_id``, the run is forked instead: a new run (of any
+        status) whose journal is a copy of entries ``0..from_seq-1``; the original is untouched.
+        Either way nothing runs here: a leg (a worker, the sweeper, ``drive``) picks it up.
+        """
+        if as_id is not None:
+            return self._fork(run_id, as_id, from_seq)
+        if from_seq is None:
+            from_seq = self._failing_attempts_start(run_id)
+        self.store.hot.retry_run(run_id, keep=from_seq)
+        return run_id
+
+    def _failing_attempts_start(self, run_id: str) -> int | None:
+        """Where the failed step's attempts begin, so a retry gives it all its attempts again."""
+        record = self.store.hot.get_run(run_id)
+        seq = record.error.seq if record.error is not None else None
+        if seq is None:
+            return None
+        journal = self.store.hot.read_journal(run_id)[: seq + 1]
+        if not journal or journal[-1].kind is not EntryKind.STEP:
+            return seq
+        name, start = journal[-1].name, seq
+        while start > 0 and journal[start - 1].name == name and (
+            journal[start - 1].status is EntryStatus.RETRY
+        ):
+            start -= 1
+        return start
+
+    def _fork(self, run_id: str, new_id: str, from_seq: int | None) -> str:
+        validate_run_id(new_id)
+        source = self.store.hot.get_run(run_id)
+        keep = source.next_seq if from_seq is None else from_seq
+        if not 0 <= keep <= source.next_seq:
+            raise ValueError(
+                f"run {run_id!r} has {source.next_seq} journal entries; cannot fork from {keep}"
+            )
+        entries = self.store.hot.read_journal(run_id)[:keep]
+        stored_input = self.store.copy_value(run_id, new_id, source.input)
+        tags = {**source.tags, "forked_from": f"{run_id}@{keep}"}
+        self.store.hot.create_run(
+            new_id,
+            source.function,
+            input=stored_input,
+            input_hash=f"fork:{run_id}:{source.incarnation}:{keep}",
+            tags=tags,
+        )
+        if entries:
+            copied = [
+                e.model_copy(update={"value": self.store.copy_value(run_id, new_id, e.value)})
+                for e in entries
+            ]
+            leased = LeasedRun.take(self.store, new_id, "fork", timedelta(seconds=60))
+            size = max(1, self.store.hot.max_batch)
+            record = leased.record
+            for start in range(0, len(copied), size):
+                record = self.store.hot.append(
+                    new_id, leased.token, copied[start : start + size], start=record
+                )
+            self.store.hot.release_lease(new_id, leased.token)
+        return new_id
+
+    def delete(self, run_id: str) -> None:
+        """Remove the run: every record, entry, signal and blob, in both tiers.
+
+        A leg still holding it stops at its next write. The id can then be used again, as a new
+        incarnation that sees nothing of this one.
+        """
+        self.store.delete_run(run_id)
+
     # ------------------------------------------------------------------ driving
 
     def run_leg(
@@ -273,17 +371,6 @@ class App:
         return run_leg(
             self, run_id, budget=budget, dispatcher=dispatcher, expect_leg=expect_leg, **kwargs
         )
-
-    def lambda_handler(self, **options: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-        """An AWS Lambda ``handler(event, context)`` whose invocations are legs of this app's runs.
-
-        Options: ``event_mapper`` (maps SQS records, EventBridge and other events to a
-        ``StartRequest``), ``lambda_client``, ``service``, ``observability``, ``min_leg_seconds``.
-        See ``outlast.platforms.aws_lambda``.
-        """
-        from outlast.platforms.aws_lambda import LambdaHandler
-
-        return LambdaHandler(self, **options)
 
     def drive(
         self,
@@ -309,7 +396,7 @@ class App:
             outcome = self.run_leg(run_id, budget=budget, dispatcher=dispatcher)
             dispatcher.pop()
             record = self.store.hot.get_run(run_id)
-            if record.status.terminal:
+            if not record.status.takes_legs:
                 return self._view(record)
             if outcome.status in ("handed_off", "completed", "failed"):
                 waited_since = None

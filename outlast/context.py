@@ -37,12 +37,15 @@ from outlast.errors import (
     LeaseLost,
     NonDeterminismError,
     StepFailedError,
+    StepInterruptedError,
+    StepTimeoutError,
     StoreFailure,
     Suspend,
 )
 from outlast.journal_cache import ReplayJournal
 from outlast.retry import RetryPolicy
 from statestore import (
+    Committed,
     EntryKind,
     EntryStatus,
     ErrorInfo,
@@ -127,6 +130,7 @@ class Context:
         retry: RetryPolicy,
         inline_wait: float = DEFAULT_INLINE_WAIT,
         logger: logging.Logger | None = None,
+        max_interruptions: int = 3,
     ) -> None:
         self.run_id = leased.run_id
         self.leg = leased.leg
@@ -137,6 +141,13 @@ class Context:
         self._retry = retry
         self._inline_wait = inline_wait
         self._timings = StepTimings()  # fed by the replay, then by live steps
+        record = leased.record
+        # Legs that died with the journal at ``_interrupted_seq``: the operation there was in
+        # flight each time. Checked once, when this leg reaches that seq live.
+        self._interrupted = record.interrupted
+        self._interrupted_seq = record.interrupted_seq
+        self._max_interruptions = max_interruptions
+        self._leg_seconds = budget.remaining()
         self._lock = threading.RLock()
         self._local = threading.local()
         self._lost = False
@@ -191,9 +202,18 @@ class Context:
         name: str | None = None,
         retry: RetryPolicy | None = None,
         tier: TierHint = None,
+        timeout: float | None = None,
+        max_interruptions: int | None = None,
         **kwargs: Any,
     ) -> R:
-        """Run ``fn(*args, **kwargs)`` once, durably: a replay returns the committed result."""
+        """Run ``fn(*args, **kwargs)`` once, durably: a replay returns the committed result.
+
+        ``timeout`` (seconds) fails an attempt that runs longer with ``StepTimeoutError``, which
+        the retry policy treats like any other failure. ``max_interruptions`` caps the attempts
+        cut short by their leg dying (default: the app's); then the step fails with
+        ``StepInterruptedError`` naming its expected duration and the leg's budget.
+        """
+        _check_timeout(timeout)
         step = name or step_name_of(fn)
         start_seq = self.seq
         attempt, retry_at = 0, None
@@ -206,7 +226,7 @@ class Context:
             self.stats.steps_replayed += 1
             if entry.status is EntryStatus.ERROR:
                 assert entry.error is not None
-                raise StepFailedError(step, entry.error, entry.attempt)
+                raise StepFailedError(step, entry.error, entry.attempt, entry.seq)
             return values.rebuild(fn, self._value(entry))  # type: ignore[no-any-return]
         return self._live_step(
             fn,
@@ -218,6 +238,8 @@ class Context:
             attempt,
             retry_at,
             key=f"{self.run_id}:{start_seq}:{step}",
+            timeout=timeout,
+            max_interruptions=max_interruptions,
         )
 
     def map(
@@ -229,6 +251,7 @@ class Context:
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
         tier: TierHint = None,
+        timeout: float | None = None,
     ) -> list[R]:
         """Run ``fn(item)`` for each item as its own durable step, ``max_concurrency`` at once.
 
@@ -238,6 +261,7 @@ class Context:
         """
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        _check_timeout(timeout)
         work = list(items)
         base = name or step_name_of(fn)
         start_seq = self.seq
@@ -262,7 +286,9 @@ class Context:
             self.stats.steps_replayed += 1
             if entry.status is EntryStatus.ERROR:
                 assert entry.error is not None
-                failures[index] = StepFailedError(entry.name, entry.error, entry.attempt)
+                failures[index] = StepFailedError(
+                    entry.name, entry.error, entry.attempt, entry.seq
+                )
             else:
                 results[index] = values.rebuild(fn, self._value(entry))
 
@@ -283,6 +309,7 @@ class Context:
                     attempt,
                     retry_at,
                     key=f"{self.run_id}:{start_seq}:{base}[{index}]",
+                    timeout=timeout,
                 )
             except StepFailedError as exc:
                 failures[index] = exc
@@ -317,8 +344,11 @@ class Context:
         retry_at: datetime | None,
         *,
         key: str,
+        timeout: float | None = None,
+        max_interruptions: int | None = None,
     ) -> R:
         self._live = True
+        self._check_interruptions(step, max_interruptions)
         while True:
             attempt += 1
             if retry_at is not None:
@@ -334,7 +364,10 @@ class Context:
             hook = self.step_hook(step, attempt, key) if self.step_hook else nullcontext()
             try:
                 with hook:
-                    result = fn(*args, **kwargs)
+                    if timeout is None:
+                        result = fn(*args, **kwargs)
+                    else:
+                        result = self._with_timeout(fn, args, kwargs, step, timeout)
             except DurableControl:
                 raise
             except Exception as exc:
@@ -349,9 +382,11 @@ class Context:
                     self._commit_step(step, EntryStatus.RETRY, None, info, attempt, started, meta)
                     retry_at = ended + timedelta(seconds=delay)
                     continue
-                self._commit_step(step, EntryStatus.ERROR, None, info, attempt, started, meta)
+                failed = self._commit_step(
+                    step, EntryStatus.ERROR, None, info, attempt, started, meta
+                )
                 self.stats.steps_executed += 1
-                raise StepFailedError(step, info, attempt) from exc
+                raise StepFailedError(step, info, attempt, failed.entry.seq) from exc
             finally:
                 self._local.step_key = None
             elapsed = time.perf_counter() - clock
@@ -361,7 +396,62 @@ class Context:
                 step, EntryStatus.OK, plain, None, attempt, started, dict(self._local.meta), tier
             )
             self.stats.steps_executed += 1
-            return values.rebuild(fn, committed)  # type: ignore[no-any-return]
+            return values.rebuild(fn, committed.value)  # type: ignore[no-any-return]
+
+    def _check_interruptions(self, step: str, cap: int | None) -> None:
+        """Fail the step if its leg died under it too often (once per leg, at that seq)."""
+        if self._interrupted_seq < 0 or self._leased.record.next_seq != self._interrupted_seq:
+            return
+        count, self._interrupted_seq = self._interrupted, -1
+        cap = cap if cap is not None else self._max_interruptions
+        if count < cap:
+            return
+        expected = self._timings.expected(step)
+        known = f"{expected:.1f}s" if expected > 0 else "unknown: it never finished"
+        budget = (
+            "no time limit" if self._leg_seconds == float("inf") else f"{self._leg_seconds:.1f}s"
+        )
+        exc = StepInterruptedError(
+            f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
+            f"out while it ran); expected duration {known}, leg budget {budget}. Give the leg "
+            "more time, split the step, or give it a timeout"
+        )
+        info = error_info(exc)
+        now = utcnow()
+        failed = self._commit_step(
+            step, EntryStatus.ERROR, None, info, count, now, {"interrupted": count}
+        )
+        self.stats.steps_executed += 1
+        raise StepFailedError(step, info, count, failed.entry.seq) from exc
+
+    def _with_timeout(
+        self,
+        fn: Callable[..., R],
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        step: str,
+        timeout: float,
+    ) -> R:
+        """Run ``fn`` on its own thread and stop waiting for it after ``timeout`` seconds."""
+        done: list[R] = []
+        failed: list[BaseException] = []
+        key, meta = self._local.step_key, self._local.meta
+
+        def call() -> None:
+            self._local.step_key, self._local.meta = key, meta
+            try:
+                done.append(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                failed.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True, name=f"outlast-step-{step}")
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise StepTimeoutError(f"step {step!r} did not finish within {timeout:g}s")
+        if failed:
+            raise failed[0]
+        return done[0]
 
     def _plain(self, value: Any, what: str) -> Any:
         try:
@@ -384,8 +474,8 @@ class Context:
         started: datetime,
         meta: dict[str, Any],
         tier: TierHint = None,
-    ) -> Any:
-        """Commit one step entry; return its value as committed (what a replay will decode)."""
+    ) -> Committed:
+        """Commit one step entry; return it as written, with its value as a replay decodes it."""
         op = Operation(
             kind=EntryKind.STEP,
             name=step,
@@ -399,7 +489,7 @@ class Context:
             tier=tier,
         )
         [committed] = self._write(lambda: self._leased.commit([op]))
-        return committed.value
+        return committed
 
     # ------------------------------------------------------------------ waiting
 
@@ -571,6 +661,11 @@ class Context:
     def mark_lease_lost(self) -> None:
         """Called by a heartbeat that failed to renew: stop before the next operation."""
         self._lost = True
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (0 < timeout < float("inf")):
+        raise ValueError(f"a step timeout is a positive number of seconds, not {timeout!r}")
 
 
 def _most_serious(stops: list[DurableControl]) -> DurableControl:

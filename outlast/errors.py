@@ -33,13 +33,32 @@ class StepFailedError(OutlastError):
     Raised the same way live and on replay, so code that catches it behaves the same in both.
     """
 
-    def __init__(self, step: str, error: ErrorInfo, attempts: int = 1) -> None:
+    def __init__(
+        self, step: str, error: ErrorInfo, attempts: int = 1, seq: int | None = None
+    ) -> None:
         self.step = step
         self.error = error
         self.attempts = attempts
+        self.seq = seq  # the journal seq of the step's failure entry
         super().__init__(
             f"step {step!r} failed after {attempts} attempt(s): {error.type}: {error.message}"
         )
+
+
+class StepInterruptedError(OutlastError):
+    """A step was in flight when its leg died, was killed or timed out, too many times.
+
+    Committed as the step's failure (so ``StepFailedError`` reaches the code, live and on
+    replay) and names what to change: the step's expected duration against the leg's budget.
+    """
+
+
+class StepTimeoutError(OutlastError, TimeoutError):
+    """A step ran past its ``timeout``: an ordinary step failure, retried by the step's policy.
+
+    The function's thread cannot be stopped from outside; it is abandoned and its result, if it
+    ever comes, is ignored. Steps with side effects should pass the timeout on to what they call.
+    """
 
 
 class NonRetryableError(OutlastError):

@@ -126,24 +126,25 @@ def run_leg(
     leg = leased.leg
     try:
         durable = app.function(record.function)
-    except FunctionNotFoundError:
-        # This process cannot run it; give the run back untouched for a process that can.
-        store.hot.release_lease(run_id, leased.token)
+    except FunctionNotFoundError as exc:
+        # Broken state for this deployment: give the run back, blocked after a few such legs.
+        _give_back(app, leased, exc, transient=False)
         raise
 
     try:
         journal = cache.open(store.hot, record)
         run_input = from_plain(store.run_input(record))
-    except BaseException:
+    except StateStoreError as exc:
         cache.forget(run_id)
-        leased.give_back()
+        _give_back(app, leased, exc, transient=exc.transient)
         raise
     ctx = Context(
         leased=leased,
         journal=journal,
         budget=budget,
-        retry=app.retry,
+        retry=app.retry_policy,
         inline_wait=app.inline_wait,
+        max_interruptions=app.max_interruptions,
     )
     if on_context is not None:
         on_context(ctx)
@@ -179,16 +180,32 @@ def run_leg(
         return outcome("lease_lost", str(exc))
     except StoreFailure as exc:
         cache.forget(run_id)
-        leased.give_back()
+        _give_back(app, leased, exc.error, transient=exc.error.transient)
         raise exc.error from exc
-    except StateStoreError:
+    except StateStoreError as exc:
         cache.forget(run_id)
-        leased.give_back()
+        _give_back(app, leased, exc, transient=exc.transient)
         raise
     except BaseException:
         # A crash (or a test's simulated kill): the lease stays held and runs out, as it would.
         cache.forget(run_id)
         raise
+
+
+def _give_back(app: App, leased: LeasedRun, exc: BaseException, *, transient: bool) -> None:
+    """Give the run back after ``exc``, to be retried after a backoff, or blocked.
+
+    The platform's retry (or the sweeper) then starts the next leg when the run is due again:
+    never in a tight loop, and never more than ``app.max_broken_legs`` times on broken state.
+    """
+    info = error_info(exc).model_copy(
+        update={"transient": transient, "seq": getattr(exc, "seq", None)}
+    )
+    written = leased.give_back(
+        info, delay=app.trouble_delay(leased.record.troubles), max_broken=app.max_broken_legs
+    )
+    if written is not None and written.status is RunStatus.BLOCKED:
+        log.error("run %s blocked after %d legs: %s", leased.run_id, written.broken, info.message)
 
 
 def _keep_journal(cache: JournalCache, leased: LeasedRun, journal: ReplayJournal) -> None:
@@ -237,7 +254,9 @@ def _finish(
     except NonDeterminismError as exc:
         return _failed(leased, error_info(exc), str(exc), outcome)
     except StepFailedError as exc:
-        info = exc.error.model_copy(update={"message": f"step {exc.step!r}: {exc.error.message}"})
+        info = exc.error.model_copy(
+            update={"message": f"step {exc.step!r}: {exc.error.message}", "seq": exc.seq}
+        )
         return _failed(leased, info, str(exc), outcome)
     except Exception as exc:  # noqa: BLE001 - the run's own failure is committed, not raised
         return _failed(leased, error_info(exc), f"{type(exc).__name__}: {exc}", outcome)

@@ -5,6 +5,7 @@ for large immutable values, and the routing between them.
 Lambda or agents. Backend modules (redis, boto3) are imported only when their URL is opened.
 """
 
+from statestore.codec import canonical_hash, content_hash, pack
 from statestore.cold import ColdTier
 from statestore.errors import (
     BatchTooLargeError,
@@ -19,6 +20,7 @@ from statestore.errors import (
     SchemaVersionError,
     SequenceConflictError,
     StateStoreError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from statestore.hot import HotTier, RunEndedError
@@ -85,13 +87,17 @@ __all__ = [
     "Signal",
     "StateStore",
     "StateStoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "StoredValue",
     "TierHint",
     "UnstorableValueError",
+    "canonical_hash",
+    "content_hash",
     "open_cold",
     "open_hot",
     "open_store",
+    "pack",
     "utcnow",
     "validate_run_id",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from statestore.codec import CODEC_NAME, content_hash
-from statestore.errors import CorruptStateError
+from statestore.errors import BlobNotFoundError, CorruptStateError
 from statestore.ids import validate_run_id
 from statestore.models import BlobRef
 
@@ -45,7 +45,16 @@ class ColdTier(ABC):
 
     def get(self, run_id: str, ref: BlobRef, *, seq: int | None = None) -> bytes:
         validate_run_id(run_id)
-        data = self._get(run_id, ref.sha256)
+        try:
+            data = self._get(run_id, ref.sha256)
+        except BlobNotFoundError as exc:
+            where = f"run={run_id}, " + (f"seq={seq}, " if seq is not None else "")
+            missing = BlobNotFoundError(
+                f"missing blob ({where}tier={self.scheme}, key={self.key(run_id, ref.sha256)}): "
+                f"{exc}"
+            )
+            missing.seq = seq
+            raise missing from None
         if len(data) != ref.size or content_hash(data) != ref.sha256:
             raise CorruptStateError(
                 f"blob content does not match its hash ({len(data)} bytes, {ref.size} expected)",

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 
 class StateStoreError(Exception):
-    """Base of every error raised by ``statestore``."""
+    """Base of every error raised by ``statestore``.
+
+    ``transient`` says whether retrying later can succeed with nothing fixed (a store briefly
+    unreachable, throttling). Anything else is broken state that a person must fix: a run gets a
+    bounded number of legs on it, then is blocked.
+    """
+
+    transient: bool = False
 
 
 class InvalidRunIdError(StateStoreError, ValueError):
@@ -94,9 +101,19 @@ class StoreUnavailableError(StateStoreError):
     Retrying later is safe: the write either happened whole or not at all.
     """
 
+    transient = True
+
+
+class StoreFullError(StoreUnavailableError):
+    """The store has no room (a full disk, a quota): retrying will not help until it is freed."""
+
+    transient = False
+
 
 class BlobNotFoundError(StateStoreError, KeyError):
     """A blob reference that points at nothing in the cold tier."""
+
+    seq: int | None = None  # the journal entry that references it, when known
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "blob not found"

@@ -153,6 +153,13 @@ class HotTier(ABC):
     def _delete_run(self, run_id: str) -> None: ...
 
     @abstractmethod
+    def _truncate(self, run_id: str, keep: int) -> None:
+        """Delete the run's journal entries with seq >= ``keep`` (a retry cuts the journal back).
+
+        Only called on a run no leg can hold (failed or blocked); idempotent.
+        """
+
+    @abstractmethod
     def _ended(self, before: datetime, limit: int) -> list[str]:
         """Ids of ended runs whose ``ended_at()`` is at or before ``before``, earliest first.
 
@@ -445,6 +452,60 @@ class HotTier(ABC):
     ) -> RunRecord:
         return self.append(run_id, token, entries, RunUpdate(status=RunStatus.FAILED, error=error))
 
+    def give_back(
+        self,
+        run_id: str,
+        token: int,
+        error: ErrorInfo,
+        *,
+        delay: timedelta,
+        max_broken: int,
+        start: RunRecord | None = None,
+    ) -> RunRecord:
+        """Release lease ``token`` after a store error; see ``transitions.gave_back``."""
+        return self._fenced(
+            run_id,
+            token,
+            lambda rec, now: (
+                transitions.gave_back(rec, now, error, delay=delay, max_broken=max_broken),
+                (),
+            ),
+            start=start,
+            check_expiry=False,
+        )
+
+    def retry_run(self, run_id: str, *, keep: int | None = None) -> RunRecord:
+        """Re-open a failed or blocked run, its journal cut back to ``keep`` entries.
+
+        ``keep`` defaults to the entries before the one that failed (``error.seq``), or the whole
+        journal when that is not known (a fixed non-determinism replays it all with new code).
+        Cutting the journal first and re-opening second means a crash in between leaves a failed
+        run that can be retried again, never a record that counts entries that are gone.
+        """
+        record = self.get_run(run_id)
+        if record.status not in (RunStatus.FAILED, RunStatus.BLOCKED):
+            raise RunConflictError(
+                f"run {run_id!r} is {record.status.value}; only failed or blocked runs can be "
+                "retried (fork it with a new id to re-run another one)"
+            )
+        if keep is None:
+            failing = record.error.seq if record.error is not None else None
+            keep = record.next_seq if failing is None else min(failing, record.next_seq)
+        if not 0 <= keep <= record.next_seq:
+            raise ValueError(
+                f"run {run_id!r} has {record.next_seq} journal entries; cannot keep {keep}"
+            )
+        self._truncate(run_id, keep)
+
+        def reopen(rec: RunRecord, now: datetime) -> _Plan:
+            if rec.status not in (RunStatus.FAILED, RunStatus.BLOCKED):
+                raise RunConflictError(f"run {run_id!r} became {rec.status.value} meanwhile")
+            return transitions.retried(rec, now, keep), (), None
+
+        written = self._cas(record, reopen, what="retry")
+        self._held.pop(run_id, None)
+        return written
+
     def cancel(self, run_id: str, reason: str = "cancelled") -> RunRecord:
         """Cancel a run that has not ended. The leg holding it loses its lease at its next write.
 
@@ -650,6 +711,7 @@ class HotTier(ABC):
         *,
         take: Signal | None = None,
         start: RunRecord | None = None,
+        check_expiry: bool = True,
     ) -> RunRecord:
         """A write that only the holder of lease ``token`` may make (fenced in the same CAS).
 
@@ -665,7 +727,7 @@ class HotTier(ABC):
 
         def fenced(rec: RunRecord, now: datetime) -> _Plan:
             try:
-                self._check_token(rec, token, now)
+                self._check_token(rec, token, now if check_expiry else None)
                 new, entries = build(rec, now)
             except (LeaseLostError, SequenceConflictError):
                 if rec is not unverified[0]:

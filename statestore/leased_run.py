@@ -25,7 +25,6 @@ next leg reads the truth from the store.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -306,13 +305,18 @@ class LeasedRun:
             self.lease = self._record.lease
             return self.lease
 
-    def give_back(self) -> None:
-        """Expire our lease now, after an error, so the platform's retry can start at once.
+    def give_back(self, error: ErrorInfo, *, delay: timedelta, max_broken: int) -> RunRecord | None:
+        """Release our lease after a store error, for a retry after ``delay`` (or block the run).
 
-        Best effort: if the store cannot be reached, the lease simply runs out.
+        See ``transitions.gave_back``. Best effort: if the store cannot be reached, the lease
+        simply runs out and the run is retried then. Returns the record as written, if it was.
         """
-        with contextlib.suppress(StateStoreError):
-            self.store.hot.break_lease(self.run_id, self.token)
+        try:
+            return self.store.hot.give_back(
+                self.run_id, self.token, error, delay=delay, max_broken=max_broken
+            )
+        except StateStoreError:
+            return None
 
     # ------------------------------------------------------------------ plumbing
 

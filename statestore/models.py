@@ -65,10 +65,20 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Stopped on broken state (corrupt or missing data, a value the store refuses, a full disk, an
+    # unknown function) after a bounded number of legs: takes no more legs until a person fixes
+    # the cause and retries it. Not ended: it keeps its signals and can be retried or cancelled.
+    BLOCKED = "blocked"
 
     @property
     def terminal(self) -> bool:
+        """Ended for good: succeeded, failed or cancelled."""
         return self in _TERMINAL
+
+    @property
+    def takes_legs(self) -> bool:
+        """Can a leg ever run it again without a person acting?"""
+        return self not in _TERMINAL and self is not RunStatus.BLOCKED
 
 
 _TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
@@ -89,6 +99,10 @@ class ErrorInfo(_Frozen):
     type: str
     message: str
     traceback: str = ""
+    # Where it happened, when known: the journal seq of the failing operation (a retry keeps the
+    # journal up to it), and whether it is infrastructure trouble that clears by itself.
+    seq: int | None = None
+    transient: bool = False
 
 
 class RunCounters(_Frozen):
@@ -122,27 +136,45 @@ class RunRecord(_Stored):
     # have landed) re-reads the record and finds its own nonce here, or knows it did not land.
     recent_writes: tuple[str, ...] = ()
     tags: dict[str, str] = Field(default_factory=dict)
+    # Journal epoch: bumped when a retry cuts the journal back, so caches of the longer journal
+    # are never mistaken for the new one.
+    epoch: int = 0
+    # Legs that stopped on a store error in a row (reset by any append), the last such error,
+    # and when the next leg may start (exponential backoff). See ``transitions.gave_back``.
+    troubles: int = 0
+    broken: int = 0  # of those, legs that stopped on broken state (not transient trouble)
+    trouble: ErrorInfo | None = None
+    retry_after: AwareDatetime | None = None
+    # Legs that died holding the lease with the journal at ``interrupted_seq``: the operation at
+    # that seq was in flight each time. Capped per step by the runtime.
+    interrupted: int = 0
+    interrupted_seq: int = -1
 
     def due_at(self) -> datetime | None:
         """When a sweeper should next look at this run, or None if nothing will make it runnable.
 
         pending: at once (its start may never have been dispatched); running: when its lease
         expires, or at once if no leg holds it (a hand-off whose next leg was lost); suspended:
-        at its timer (a signal's arrival moves the timer to "now"); ended: never.
+        at its timer (a signal's arrival moves the timer to "now"); ended or blocked: never. A
+        run backing off after a failed leg is not due before ``retry_after``.
         """
         if self.status is RunStatus.PENDING:
-            return self.created_at
-        if self.status is RunStatus.RUNNING:
-            return self.lease.expires_at if self.lease else self.updated_at
-        if self.status is RunStatus.SUSPENDED:
-            return self.wake_at
-        return None
+            due = self.created_at
+        elif self.status is RunStatus.RUNNING:
+            due = self.lease.expires_at if self.lease else self.updated_at
+        elif self.status is RunStatus.SUSPENDED and self.wake_at is not None:
+            due = self.wake_at
+        else:
+            return None
+        return max(due, self.retry_after) if self.retry_after is not None else due
 
     def runnable(self, now: datetime) -> bool:
         """May a new leg take the lease now?"""
-        if self.status.terminal:
+        if not self.status.takes_legs:
             return False
         if self.lease is not None and self.lease.live(now):
+            return False
+        if self.retry_after is not None and self.retry_after > now:
             return False
         if self.status is RunStatus.SUSPENDED:
             return self.wake_at is not None and self.wake_at <= now

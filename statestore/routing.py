@@ -103,6 +103,24 @@ class StateStore:
     def run_result(self, record: RunRecord) -> Any:
         return self.decode(record.run_id, record.result, key="result")
 
+    def copy_value(
+        self, run_id: str, to_run: str, stored: StoredValue | None
+    ) -> StoredValue | None:
+        """``stored`` of ``run_id`` as a value of ``to_run`` (a cold blob is copied across)."""
+        if isinstance(stored, BlobRef):
+            data = self.cold.get(run_id, stored)
+            return self.cold.put(to_run, data, codec=stored.codec)
+        return stored
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run from both tiers: blobs first, the hot items (record last) second.
+
+        A crash in between leaves the record (and the id taken); deleting again finishes it.
+        """
+        self.hot.get_run(run_id)
+        self.cold.delete_run(run_id)
+        self.hot.delete_run(run_id)
+
     def close(self) -> None:
         self.hot.close()
         self.cold.close()

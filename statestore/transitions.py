@@ -68,12 +68,17 @@ def leased(
     """The run taken by a new leg: a lease with a token larger than any before it."""
     token = record.fence + 1
     lease = Lease(owner=owner, token=token, expires_at=now + ttl)
+    died = record.lease is not None  # the last leg neither finished, handed off nor gave back
     counters = record.counters.model_copy(
         update={
             "legs": record.counters.legs + 1,
-            "recoveries": record.counters.recoveries + (1 if record.lease is not None else 0),
+            "recoveries": record.counters.recoveries + (1 if died else 0),
         }
     )
+    interrupted, at = record.interrupted, record.interrupted_seq
+    if died:
+        # Whatever was in flight at the journal's end was interrupted once more.
+        interrupted, at = (interrupted + 1, at) if at == record.next_seq else (1, record.next_seq)
     new = evolve(
         record,
         now,
@@ -83,8 +88,69 @@ def leased(
         wake_at=None,
         waiting_for=None,
         counters=counters,
+        retry_after=None,
+        interrupted=interrupted,
+        interrupted_seq=at,
     )
     return new, lease
+
+
+def gave_back(
+    record: RunRecord, now: datetime, error: ErrorInfo, *, delay: timedelta, max_broken: int
+) -> RunRecord:
+    """A leg that stopped on a store error gives the run back, to be retried after ``delay``.
+
+    Transient trouble (a store briefly unreachable, throttling) backs off without limit. Broken
+    state (corrupt or missing data, a value the store refuses, a full disk, an unknown function)
+    gets ``max_broken`` legs in a row; then the run is blocked with the error named.
+    """
+    troubles = record.troubles + 1
+    broken = record.broken + (0 if error.transient else 1)
+    if not error.transient and broken >= max_broken:
+        return evolve(
+            record,
+            now,
+            status=RunStatus.BLOCKED,
+            lease=None,
+            wake_at=None,
+            waiting_for=None,
+            error=error,
+            trouble=error,
+            troubles=troubles,
+            broken=broken,
+            retry_after=None,
+        )
+    return evolve(
+        record,
+        now,
+        lease=None,
+        trouble=error,
+        troubles=troubles,
+        broken=broken,
+        retry_after=now + delay,
+    )
+
+
+def retried(record: RunRecord, now: datetime, keep: int) -> RunRecord:
+    """A failed or blocked run re-opened with its journal cut back to ``keep`` entries."""
+    return evolve(
+        record,
+        now,
+        status=RunStatus.PENDING,
+        next_seq=keep,
+        epoch=record.epoch + 1,
+        lease=None,
+        wake_at=None,
+        waiting_for=None,
+        result=None,
+        error=None,
+        troubles=0,
+        broken=0,
+        trouble=None,
+        retry_after=None,
+        interrupted=0,
+        interrupted_seq=-1,
+    )
 
 
 def continuation_ok(record: RunRecord, expect_leg: int) -> bool:
@@ -145,6 +211,9 @@ def applied(
         1 for e in entries if e.kind is EntryKind.STEP and e.status is not EntryStatus.RETRY
     )
     changes: dict[str, Any] = {"next_seq": record.next_seq + len(entries)}
+    if entries and (record.troubles or record.trouble is not None):
+        # Progress: whatever troubled earlier legs is behind the run now.
+        changes.update(troubles=0, broken=0, trouble=None)
     counters = record.counters
     if steps:
         counters = counters.model_copy(update={"steps": counters.steps + steps})
@@ -173,6 +242,12 @@ def why_not_runnable(record: RunRecord, now: datetime) -> str:
     run = f"run {record.run_id!r}"
     if record.status.terminal:
         return f"{run} has {record.status.value}"
+    if record.status is RunStatus.BLOCKED:
+        why = f": {record.error.type}: {record.error.message}" if record.error else ""
+        return f"{run} is blocked{why}; fix the cause, then retry it"
+    if record.retry_after is not None and record.retry_after > now:
+        why = f" after {record.trouble.type}" if record.trouble else ""
+        return f"{run} backs off{why} until {record.retry_after.isoformat()}"
     if record.lease is not None and record.lease.live(now):
         return (
             f"{run} is held by {record.lease.owner} (token {record.lease.token}) until "

@@ -558,6 +558,35 @@ class DynamoHotTier(HotTier):
         runs.sort(key=lambda r: r.created_at, reverse=True)
         return runs[:limit]
 
+    def _truncate(self, run_id: str, keep: int) -> None:
+        # Journal items hold runs of entries keyed by their first seq: items that start at or
+        # after ``keep`` go whole; the one that straddles it is rewritten with its head only.
+        items = list(
+            self._query(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": {"S": run_id},
+                    ":lo": {"S": entry_sk(0)},
+                    ":hi": {"S": _LAST_ENTRY_SK},
+                },
+                ProjectionExpression="sk, docs",
+                ConsistentRead=True,
+            )
+        )
+        for item in items:
+            first = int(item["sk"]["S"][2:])
+            docs = item.get("docs", {}).get("L", [])
+            key = {"pk": {"S": run_id}, "sk": item["sk"]}
+            if first >= keep:
+                self._call("delete_item", TableName=self.table, Key=key)
+            elif first + len(docs) > keep:
+                self._call(
+                    "put_item",
+                    TableName=self.table,
+                    Item={**key, "docs": {"L": docs[: keep - first]}},
+                )
+
     def _delete_run(self, run_id: str) -> None:
         # The run item goes last: until it is gone the id stays taken, so a crash midway cannot
         # let a new run with this id meet the old journal. Deleting it again finishes the job.

@@ -16,13 +16,17 @@ reader (or a process killed mid-write) never sees a partial blob under its final
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from statestore.cold import ColdTier
-from statestore.errors import BlobNotFoundError, StoreUnavailableError
+from statestore.errors import BlobNotFoundError, StoreFullError, StoreUnavailableError
+
+# No room, or not allowed to write: retrying will not help until someone frees or fixes it.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 class FsColdTier(ColdTier):
@@ -75,6 +79,8 @@ class FsColdTier(ColdTier):
                 finally:
                     os.close(dir_fd)
         except OSError as exc:
+            if exc.errno in _NO_ROOM:
+                raise StoreFullError(f"cannot write blob {path}: {exc}") from exc
             raise StoreUnavailableError(f"cannot write blob {path}: {exc}") from exc
 
     def _get(self, run_id: str, sha256: str) -> bytes:

@@ -55,6 +55,11 @@ class MemoryHotTier(HotTier):
                 self._signals.get(old.run_id, {}).pop(take.signal_id, None)
             return None
 
+    def _truncate(self, run_id: str, keep: int) -> None:
+        with self._lock:
+            if run_id in self._entries:
+                del self._entries[run_id][keep:]
+
     def _load_entries(self, run_id: str, after_seq: int) -> Iterable[JournalEntry]:
         with self._lock:
             return list(self._entries.get(run_id, [])[after_seq + 1 :])

@@ -335,6 +335,13 @@ class RedisHotTier(HotTier):
                 return
             start += _PAGE
 
+    def _truncate(self, run_id: str, keep: int) -> None:
+        with self._errors():
+            if keep == 0:
+                self._client.delete(self.journal_key(run_id))
+            else:
+                self._client.ltrim(self.journal_key(run_id), 0, keep - 1)
+
     def _insert_signal(self, signal: Signal) -> None:
         with self._errors():
             reply = self._insert_signal_script(

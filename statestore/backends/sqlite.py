@@ -23,10 +23,14 @@ from statestore.errors import (
     RunNotFoundError,
     SequenceConflictError,
     StateStoreError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from statestore.hot import HotTier
 from statestore.models import JournalEntry, RunRecord, Signal
+
+# SQLITE_FULL, SQLITE_READONLY: no room, or no right to write; retrying will not fix either.
+_NO_ROOM_CODES = frozenset({13, 8})
 
 # The schema's version, kept in ``PRAGMA user_version``. 0 is a new, empty file, or one written
 # before versioning (version 1: a WITHOUT ROWID journal, no ended_at). Each migration moves one
@@ -211,6 +215,8 @@ class SqliteHotTier(HotTier):
         except sqlite3.IntegrityError as exc:
             raise SequenceConflictError(f"sqlite rejected a duplicate row: {exc}") from exc
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _NO_ROOM_CODES:
+                raise StoreFullError(f"sqlite store {self.path}: {exc}") from exc
             raise StoreUnavailableError(f"sqlite store {self.path}: {exc}") from exc
 
     def _record(self, run_id: str, doc: bytes) -> RunRecord:
@@ -379,6 +385,12 @@ class SqliteHotTier(HotTier):
                 .fetchall()
             )
         return [self._record(run_id, doc) for run_id, doc in rows]
+
+    def _truncate(self, run_id: str, keep: int) -> None:
+        with self._errors():
+            self._conn().execute(
+                "DELETE FROM journal WHERE run_id = ? AND seq >= ?", (run_id, keep)
+            )
 
     def _delete_run(self, run_id: str) -> None:
         with self._errors():

@@ -201,8 +201,16 @@ class Driver:
         self.cold = FaultyColdTier(open_cold(cold_url), self.injector)
         self.store = StateStore(self.hot, self.cold)
         # Two deployments of one app on one store: v2 changed the body of "evolve".
-        self.app_v1 = App("chaos", store=self.store, inline_wait=0.02)
-        self.app_v2 = App("chaos", store=self.store, inline_wait=0.02)
+        # Kills are injected on purpose, often at the same step: the cap on interrupted attempts
+        # (a step longer than its leg) would turn them into failed runs. Store errors here are
+        # transient, so they back off briefly and never block.
+        opts: dict[str, Any] = {
+            "inline_wait": 0.02,
+            "max_interruptions": 1_000,
+            "trouble_backoff": (0.001, 0.02),
+        }
+        self.app_v1 = App("chaos", store=self.store, **opts)
+        self.app_v2 = App("chaos", store=self.store, **opts)
         register(self.app_v1, evolve_version=1)
         register(self.app_v2, evolve_version=2)
         self.reference = Reference(workdir / "reference")

@@ -36,7 +36,10 @@ def check_incarnation(store: StateStore, inc: Incarnation) -> list[Violation]:
     record = store.hot.find_run(inc.run_id)
     if record is None:
         return [("vanished", "the run record is gone")]
-    if not record.status.terminal:
+    if record.status is RunStatus.BLOCKED:
+        if record.error is None:
+            out.append(("blocked-without-reason", stuck_detail(store, record)))
+    elif not record.status.terminal:
         out.append(("stuck", stuck_detail(store, record)))
     try:
         journal = store.hot.read_journal(inc.run_id)
