@@ -5,8 +5,9 @@ the next leg reads only entries after the last cached seq. The cache holds only 
 returned (``LeasedRun.written``) or what was read from the store, never what a leg merely meant
 to write.
 
-- Keyed by run *incarnation*: a run deleted and created again under the same id is another run,
-  and finds nothing of the old one here.
+- Keyed by run *incarnation* and journal epoch: a run deleted and created again under the same
+  id is another run, and a retry that cut the journal back starts a new epoch; neither finds
+  anything of the old journal here.
 - Bounded by (estimated) bytes, least recently used out first; a run too large for it is simply
   read from the store each leg.
 - Checked against the record: the entries must end exactly at the record's ``next_seq``. A
@@ -95,7 +96,8 @@ class ReplayJournal:
 class JournalCache:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        # run id -> (incarnation, entries, size); one incarnation per id at a time.
+        # run id -> (life, entries, size), where life names the incarnation and the journal's
+        # epoch (a retry that cut the journal back moves it); one life per id at a time.
         self._runs: OrderedDict[str, tuple[str, list[JournalEntry], int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -104,9 +106,9 @@ class JournalCache:
     def open(self, hot: HotTier, record: RunRecord) -> ReplayJournal:
         """The run's journal to replay: cached entries, then the store's after them."""
         with self._lock:
-            incarnation, cached, _ = self._runs.get(record.run_id, ("", [], 0))
-        if incarnation != record.incarnation or len(cached) > record.next_seq:
-            # Another life of this id, or more than the record says was ever written.
+            life, cached, _ = self._runs.get(record.run_id, ("", [], 0))
+        if life != _life(record) or len(cached) > record.next_seq:
+            # Another life of this id or its journal, or more than the record counts.
             cached = []
         with self._lock:
             self.hits += len(cached)
@@ -131,7 +133,7 @@ class JournalCache:
             self._drop_locked(record.run_id)
             if size > self.max_bytes // 4:
                 return
-            self._runs[record.run_id] = (record.incarnation, list(entries), size)
+            self._runs[record.run_id] = (_life(record), list(entries), size)
             self._bytes += size
             while self._bytes > self.max_bytes and self._runs:
                 _, (_, _, dropped) = self._runs.popitem(last=False)
@@ -148,6 +150,10 @@ class JournalCache:
 
     def __len__(self) -> int:
         return len(self._runs)
+
+
+def _life(record: RunRecord) -> str:
+    return f"{record.incarnation}/{record.epoch}"
 
 
 PROCESS_CACHE = JournalCache()

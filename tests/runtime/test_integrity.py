@@ -453,3 +453,34 @@ def test_renewals_racing_a_legs_commits_lose_nothing(sqlite_app: App) -> None:
         beat.join()
     assert renewals["ok"] > 0
     assert [e.seq for e in sqlite_app.journal(run_id)] == list(range(300))
+
+
+def test_a_warm_cache_never_serves_entries_a_retry_cut_away(app: App) -> None:
+    """Two warm processes (two caches). One keeps a journal that a retry later cuts back and the
+    run regrows to the same length with other values: the old entries must not come back."""
+    here, there = JournalCache(), JournalCache()
+
+    def check(word: str) -> str:
+        if word == "bad":
+            raise ValueError("bad word")
+        return word
+
+    @app.durable()
+    def flow(ctx: Context) -> str:
+        ctx.step(lambda: "a", name="a")
+        word = ctx.wait_for_signal("go")
+        ctx.wait_for_signal("more")
+        return str(ctx.step(check, word, name="check", retry=FAST))
+
+    run_id = app.start("flow")
+    assert app.run_leg(run_id, cache=there).status == "suspended"
+    app.signal(run_id, "go", "bad")
+    assert app.run_leg(run_id, cache=there).status == "suspended"  # there: [a, go=bad]
+    app.signal(run_id, "more")
+    assert app.drive(run_id).status is RunStatus.FAILED
+    app.retry(run_id, from_seq=1)
+    app.signal(run_id, "go", "good")
+    assert app.run_leg(run_id, cache=here).status == "suspended"  # store: [a, go=good]
+    app.signal(run_id, "more")
+    assert app.run_leg(run_id, cache=there).status == "completed"
+    assert app.result(run_id) == "good"
