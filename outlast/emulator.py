@@ -11,11 +11,19 @@ failing seed replays exactly:
 
 The emulator also plays the sweeper: after a kill it breaks the dead leg's lease (it reaped the
 process, so nobody holds it) and starts a recovery leg; it waits out timers.
+
+Nothing loops forever: when ``max_idle_legs`` legs in a row commit nothing while the run is not
+waiting (a step longer than a leg, a leg that crashes before its first commit), the emulator stops
+and says why in ``EmulatorReport.stuck``. If the emulator itself is stopped (Ctrl-C, SIGTERM, an
+error), it kills the legs it started and frees their leases on the way out; if it is SIGKILLed,
+each leg ends itself at its deadline (see ``outlast.leg_main``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import random
 import signal
@@ -33,13 +41,15 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from outlast.app import App
+from outlast.budget import StepTimings
 from outlast.leg import LegOutcome
+from outlast.leg_main import CONFIG_EXIT, STORE_EXIT, WATCHDOG_EXIT
 from outlast.testing.faults import PHASES
 from outlast.values import to_json_view
-from statestore import ErrorInfo, RunStatus, utcnow
+from statestore import ErrorInfo, RunStatus, StateStoreError, utcnow
 
 EventKind = Literal[
-    "leg", "done", "evict", "kill", "timeout", "duplicate", "recover", "wait", "skipped"
+    "leg", "done", "evict", "kill", "timeout", "duplicate", "recover", "wait", "skipped", "stuck"
 ]
 
 
@@ -85,6 +95,8 @@ class EmulatorReport(BaseModel):
     duplicates: int = 0
     step_seconds: float = 0.0
     elapsed_s: float = 0.0
+    # Why the emulator gave up on a run that made no progress (None: it did not).
+    stuck: str | None = None
 
 
 @dataclass
@@ -100,11 +112,24 @@ class _Child:
     leg: int | None
     plan: _Plan
     outcome_path: Path
+    progress_path: Path
     started: float
     deadline: float
     sigkill_at: float | None = None
     killed: bool = False
     evicted: bool = False
+    timed_out: bool = False
+    ended_wall: float = 0.0  # wall-clock time it was seen dead
+
+
+@dataclass
+class _LegTrace:
+    """What one delivery did, for telling a stuck run from a slow one."""
+
+    took: bool = False  # some process of it took the lease (not every copy skipped)
+    why: str = ""  # how it ended without progress, in words
+    step: str | None = None  # the step in flight when it was killed, if any
+    ran: float = 0.0  # how long that step had run
     timed_out: bool = False
 
 
@@ -125,11 +150,14 @@ class Emulator:
         margin: float | None = None,
         max_wait: float = 300.0,
         max_legs: int = 10_000,
+        max_idle_legs: int = 10,
         on_event: Callable[[Event, EmulatorReport], None] | None = None,
         python: str = sys.executable,
     ) -> None:
         if leg_timeout <= 0:
             raise ValueError("--leg-timeout must be positive")
+        if max_idle_legs < 1:
+            raise ValueError("--max-idle-legs must be at least 1")
         self.app = app
         self.target = target
         self.leg_timeout = leg_timeout
@@ -138,6 +166,7 @@ class Emulator:
         self.grace = self.faults.grace if self.faults.grace is not None else leg_timeout / 3
         self.max_wait = max_wait
         self.max_legs = max_legs
+        self.max_idle_legs = max_idle_legs
         self.on_event = on_event or (lambda event, report: None)
         self.python = python
         self.rng = random.Random(self.faults.seed)
@@ -153,17 +182,37 @@ class Emulator:
         record = hot.get_run(run_id)
         first = record.counters.legs + 1 if record.status is RunStatus.PENDING else None
         tally.deliveries.append(first)
+        idle: list[tuple[int, _LegTrace]] = []  # (leg number, trace) since the last progress
         with tempfile.TemporaryDirectory(prefix="outlast-legs-") as spool:
             while True:
                 record = hot.get_run(run_id)
-                if record.status.terminal:
+                if not record.status.takes_legs:
                     break
                 if record.counters.legs >= self.max_legs:
-                    raise RuntimeError(f"run {run_id!r} took more than {self.max_legs} legs")
+                    tally.report.stuck = (
+                        f"run {run_id!r} took {record.counters.legs} legs, the most this "
+                        f"emulator runs for one run ({self.max_legs})"
+                    )
+                    break
                 if not tally.deliveries and not self._find_work(run_id, tally):
                     break
                 leg = tally.deliveries.popleft()
-                self._run_leg(run_id, leg, Path(spool), tally)
+                trace = self._run_leg(run_id, leg, Path(spool), tally)
+                after = hot.get_run(run_id)
+                if not trace.took:
+                    continue  # every copy was a stale or duplicate delivery: no leg ran
+                if (
+                    after.next_seq > record.next_seq
+                    or after.status is RunStatus.SUSPENDED
+                    or not after.status.takes_legs
+                ):
+                    idle.clear()
+                    continue
+                idle.append((after.counters.legs, trace))
+                if len(idle) >= self.max_idle_legs:
+                    tally.report.stuck = self._why_stuck(run_id, idle)
+                    self.on_event(Event("stuck", None, tally.report.stuck), tally.report)
+                    break
         record = hot.get_run(run_id)
         report = tally.report
         report.status = record.status
@@ -176,6 +225,28 @@ class Emulator:
         self.on_event(Event("done", None, record.status.value), report)
         return report
 
+    def _why_stuck(self, run_id: str, idle: list[tuple[int, _LegTrace]]) -> str:
+        legs = [n for n, _ in idle]
+        span = f"legs {legs[0]}-{legs[-1]}" if legs[0] != legs[-1] else f"leg {legs[0]}"
+        head = f"run {run_id!r} made no progress in {len(idle)} legs in a row ({span})"
+        traces = [t for _, t in idle]
+        steps = {t.step for t in traces}
+        if len(steps) == 1 and None not in steps and all(t.timed_out for t in traces):
+            step = traces[-1].step
+            timings = StepTimings(self.app.store.hot.read_journal(run_id))
+            expected = timings.expected(step or "")
+            known = (
+                f"it is expected to take {expected:.1f} s"
+                if expected > self.leg_timeout
+                else f"it ran {max(t.ran for t in traces):.1f} s each time without finishing"
+            )
+            return (
+                f"{head}: step {step!r} has been interrupted in {len(idle)} legs in a row: "
+                f"{known} but a leg has {self.leg_timeout:.1f} s; raise --leg-timeout "
+                "or split the step"
+            )
+        return f"{head}; the last one: {traces[-1].why or 'it committed nothing'}"
+
     def _find_work(self, run_id: str, tally: _Tally) -> bool:
         """Play the sweeper: decide what starts the next leg when no continuation is queued."""
         hot = self.app.store.hot
@@ -183,7 +254,7 @@ class Emulator:
         while True:
             record = hot.get_run(run_id)
             now = utcnow()
-            if record.status.terminal:
+            if not record.status.takes_legs:
                 return False
             if record.runnable(now):
                 if record.status is RunStatus.RUNNING:
@@ -200,18 +271,15 @@ class Emulator:
                 return False
             if waited >= self.max_wait:
                 return False
-            due = now
-            if record.status is RunStatus.SUSPENDED and record.wake_at is not None:
-                due = record.wake_at
-            elif record.lease is not None:
-                due = record.lease.expires_at
+            # A timer, a live lease's expiry, or the end of a failed leg's backoff.
+            due = record.due_at() or now
             pause = min(max((due - now).total_seconds(), 0.01), 0.5, self.max_wait - waited)
             if waited == 0.0:
                 self.on_event(Event("wait", None, f"until {due.isoformat()}"), tally.report)
             time.sleep(pause)
             waited += pause
 
-    def _run_leg(self, run_id: str, leg: int | None, spool: Path, tally: _Tally) -> None:
+    def _run_leg(self, run_id: str, leg: int | None, spool: Path, tally: _Tally) -> _LegTrace:
         hot = self.app.store.hot
         before = hot.get_run(run_id)
         copies = 1
@@ -223,10 +291,19 @@ class Emulator:
                 self.on_event(Event("duplicate", leg, "delivered twice at once"), tally.report)
             else:
                 duplicate_late = True
-        children = [self._spawn(run_id, leg, spool, self._plan()) for _ in range(copies)]
-        self.on_event(Event("leg", leg, f"{copies} process(es)"), tally.report)
-        self._supervise(children, tally)
+        children: list[_Child] = []
+        try:
+            for _ in range(copies):
+                children.append(self._spawn(run_id, leg, spool, self._plan()))
+            self.on_event(Event("leg", leg, f"{copies} process(es)"), tally.report)
+            self._supervise(children, tally)
+        except BaseException:
+            # Ctrl-C, SIGTERM or an error in the emulator itself: no leg it started may run on
+            # unwatched, and a leg it killed must not keep the run's lease until it expires.
+            self._abandon(run_id, children)
+            raise
         after = hot.get_run(run_id)
+        trace = _LegTrace()
         for child in children:
             outcome = self._outcome(child)
             if outcome is None:
@@ -235,17 +312,59 @@ class Emulator:
                 self._break_dead_lease(run_id, child)
                 tally.report.steps_executed += max(0, after.counters.steps - before.counters.steps)
                 tally.report.steps_replayed += before.counters.steps if child.leg != 1 else 0
+                self._trace_death(child, trace)
                 continue
             tally.report.steps_executed += outcome.steps_executed
             tally.report.steps_replayed += outcome.steps_replayed
             tally.report.step_seconds += outcome.step_seconds
             if outcome.status == "skipped":
                 self.on_event(Event("skipped", leg, outcome.detail), tally.report)
+                continue
+            trace.took = True
+            trace.why = trace.why or f"it ended {outcome.status}: {outcome.detail}".rstrip(": ")
             if outcome.status == "handed_off" and outcome.next_leg is not None:
                 tally.deliveries.append(outcome.next_leg)
         if duplicate_late:
             self.on_event(Event("duplicate", leg, "delivered again later"), tally.report)
             tally.deliveries.append(leg)
+        return trace
+
+    def _trace_death(self, child: _Child, trace: _LegTrace) -> None:
+        """Say how a leg that wrote no outcome ended, and which step it was running."""
+        trace.took = True
+        code = child.proc.returncode
+        if child.timed_out:
+            trace.timed_out = True
+            how = f"killed at its {self.leg_timeout:.1f} s deadline"
+        elif child.killed or code == -signal.SIGKILL:
+            how = "killed by an injected fault"
+        elif code == STORE_EXIT:
+            how = "the store failed under it (see its message above)"
+        elif code == CONFIG_EXIT:
+            how = "it could not load or run the target (see its message above)"
+        else:
+            how = f"its process exited with code {code} (see its output above)"
+        try:
+            running: dict[str, float] = json.loads(child.progress_path.read_text())["steps"]
+        except (OSError, ValueError, KeyError, TypeError):
+            running = {}
+        if running:
+            step, since = min(running.items(), key=lambda item: item[1])
+            trace.step = step
+            trace.ran = max(0.0, child.ended_wall - since)
+            trace.why = f"{how} while step {step!r} ran ({trace.ran:.1f} s)"
+        else:
+            trace.why = how
+
+    def _abandon(self, run_id: str, children: list[_Child]) -> None:
+        for child in children:
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+                child.killed = True
+            # If the store is what failed, the lease runs out on its own.
+            with contextlib.suppress(StateStoreError):
+                self._break_dead_lease(run_id, child)
 
     def _plan(self) -> _Plan:
         roll = self.rng.random()
@@ -261,7 +380,9 @@ class Emulator:
 
     def _spawn(self, run_id: str, leg: int | None, spool: Path, plan: _Plan) -> _Child:
         now = time.monotonic()
-        outcome_path = spool / f"outcome-{next(self._spawned)}.json"
+        number = next(self._spawned)
+        outcome_path = spool / f"outcome-{number}.json"
+        progress_path = spool / f"progress-{number}.json"
         env = dict(os.environ)
         args = [
             self.python,
@@ -277,6 +398,8 @@ class Emulator:
             repr(self.margin),
             "--outcome",
             str(outcome_path),
+            "--progress",
+            str(progress_path),
         ]
         if leg is not None:
             args += ["--leg", str(leg)]
@@ -288,6 +411,7 @@ class Emulator:
             leg=leg,
             plan=plan,
             outcome_path=outcome_path,
+            progress_path=progress_path,
             started=now,
             deadline=now + self.leg_timeout,
         )
@@ -320,7 +444,16 @@ class Emulator:
             time.sleep(0.005)
         for child in children:
             code = child.proc.wait()
-            if code == -signal.SIGKILL and not child.killed:
+            child.ended_wall = child.ended_wall or time.time()
+            if code in (WATCHDOG_EXIT, -signal.SIGALRM) and not child.killed:
+                # It ended itself just past its deadline before we killed it there.
+                child.killed = child.timed_out = True
+                tally.report.timeouts += 1
+                self.on_event(
+                    Event("timeout", child.leg, "leg deadline reached (it ended itself)"),
+                    tally.report,
+                )
+            elif code == -signal.SIGKILL and not child.killed:
                 # A commit fault point killed it from the inside.
                 child.killed = True
                 tally.report.kills += 1
@@ -337,6 +470,7 @@ class Emulator:
         child.proc.kill()
         child.proc.wait()
         child.killed = True
+        child.ended_wall = time.time()
         if kind == "kill":
             tally.report.kills += 1
         self.on_event(Event(kind, child.leg, why), tally.report)

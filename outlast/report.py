@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from outlast.values import to_json_view
@@ -70,7 +71,7 @@ class RunReport(BaseModel):
     result: Any = None
 
     def render(self, console: Console) -> None:
-        colour = {"succeeded": "green", "failed": "red", "cancelled": "red"}.get(
+        colour = {"succeeded": "green", "failed": "red", "cancelled": "red", "blocked": "red"}.get(
             self.status.value, "yellow"
         )
         console.print(
@@ -87,7 +88,17 @@ class RunReport(BaseModel):
         if self.waiting_for:
             console.print(f"waiting for signal {self.waiting_for!r}")
         if self.error:
-            console.print(f"[red]{self.error.type}: {self.error.message}[/]", highlight=False)
+            # Escaped: an error message is data, and may hold brackets that look like markup.
+            console.print(
+                f"[red]{escape(self.error.type)}: {escape(self.error.message)}[/]", highlight=False
+            )
+        if self.status is RunStatus.BLOCKED:
+            console.print(
+                f"blocked: it takes no more legs; fix the cause, then `outlast runs retry "
+                f"{self.run_id}`",
+                highlight=False,
+                markup=False,
+            )
         steps = Table("step", "count", "retries", "seconds", "tokens", title="steps")
         for s in self.steps:
             steps.add_row(s.name, str(s.count), str(s.retries), f"{s.seconds:.3f}", str(s.tokens))

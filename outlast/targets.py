@@ -12,13 +12,31 @@ from outlast.app import DurableFunction
 from outlast.errors import TargetError
 
 
+def _is_file(module_part: str) -> bool:
+    return module_part.endswith(".py") or "/" in module_part or "\\" in module_part
+
+
+def normalize_target(target: str) -> str:
+    """The target in the form a run records and compares: a file path made absolute (so one
+    file named from two directories is one target), a module name as given."""
+    module_part, sep, attr = target.rpartition(":")
+    if sep and module_part and attr and _is_file(module_part):
+        return f"{Path(module_part).resolve()}:{attr}"
+    return target
+
+
+def same_target(given: str, recorded: str) -> bool:
+    """Does the operator's target name the code a run was started with?"""
+    return normalize_target(given) == normalize_target(recorded)
+
+
 def load_target(target: str) -> DurableFunction[Any]:
     module_part, sep, attr = target.rpartition(":")
     if not sep or not module_part or not attr:
         raise TargetError(
             f"target {target!r} is not of the form module:function or path/to/file.py:function"
         )
-    if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
+    if _is_file(module_part):
         module = _load_file(Path(module_part), target)
     else:
         if "" not in sys.path and str(Path.cwd()) not in sys.path:

@@ -67,7 +67,7 @@ def test_signal_show_list_resume_cancel(tmp_path: Path) -> None:
     proc = cli(
         "run", f"{MISC}:approval", "--input", '"bob"', "--run-id", "ap1", "--json", cwd=tmp_path
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # suspended
     report = last_json(proc)
     assert isinstance(report, dict)
     assert report["status"] == "suspended" and report["waiting_for"] == "approve"
@@ -80,7 +80,7 @@ def test_signal_show_list_resume_cancel(tmp_path: Path) -> None:
         "runs", "signal", "ap1", "approve", "--payload", '{"ok": true}', "--json", cwd=tmp_path
     )
     assert sent.returncode == 0, sent.stderr
-    resumed = cli("runs", "resume", "ap1", "--json", cwd=tmp_path)
+    resumed = cli("runs", "resume", "ap1", "--target", f"{MISC}:approval", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     final = last_json(resumed)
     assert isinstance(final, dict)

@@ -31,6 +31,7 @@ from statestore import (
 )
 from statestore.backends.fs import FsColdTier
 from tests.conftest import unique
+from tests.statestore.corrupt_s3 import corrupt_s3_blob
 from tests.support.servers import MotoServer, RedisServer
 
 FAST = RetryPolicy(max_attempts=1)
@@ -38,6 +39,8 @@ FAST = RetryPolicy(max_attempts=1)
 
 def incompressible(size: int) -> str:
     return base64.b64encode(os.urandom(size))[:size].decode()
+
+
 MAX_LEGS = 40  # a driver that needs more than this to settle a run has looped
 
 
@@ -420,3 +423,43 @@ def test_delete_removes_everything_and_the_id_starts_afresh(any_app: App) -> Non
     app.signal("gone", "go")
     assert app.drive("gone").status is RunStatus.SUCCEEDED
     assert app.result("gone") == "newne"
+
+
+def test_a_huge_exception_fails_the_run_on_every_backend(any_app: App) -> None:
+    app = any_app
+    effects = Counter[str]()
+
+    def explode() -> None:
+        effects["explode"] += 1
+        raise RuntimeError(incompressible(1_000_000))  # DynamoDB items hold 400 KB
+
+    @app.durable()
+    def flow(ctx: Context) -> None:
+        ctx.step(explode, name="explode")
+
+    run_id = app.start("flow")
+    legs, raised = settle(app, run_id)
+    record = app.store.hot.get_run(run_id)
+    assert record.status is RunStatus.FAILED and legs == 1 and raised == []
+    assert record.error is not None and "characters cut" in record.error.message
+    assert effects["explode"] == 1
+
+
+def test_a_flipped_byte_in_an_s3_blob_blocks_the_run(
+    moto_server: MotoServer, tmp_path: Path
+) -> None:
+    end = f"region=us-east-1&endpoint_url={moto_server.endpoint}&create=1"
+    store = open_store(f"sqlite:///{tmp_path}/hot.db", f"s3://{unique('flip')}/runs?{end}")
+    app = App("s3flip", store=store, retry=FAST, trouble_backoff=(0.001, 0.01))
+    effects = Counter[str]()
+    run_id = _suspended_after_a_big_step(app, effects)
+    entry = app.journal(run_id)[0]
+    assert isinstance(entry.value, BlobRef)
+    corrupt_s3_blob(app.store.cold, run_id, entry.value.sha256)
+    legs, raised = settle(app, run_id)
+    record = app.store.hot.get_run(run_id)
+    assert record.status is RunStatus.BLOCKED and legs == app.max_broken_legs
+    assert record.error is not None and record.error.type == "CorruptStateError"
+    assert "tier=s3" in record.error.message
+    assert effects == Counter({"big": 1})
+    app.close()
