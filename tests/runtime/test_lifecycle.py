@@ -457,6 +457,7 @@ def test_a_flipped_byte_in_an_s3_blob_blocks_the_run(
     assert isinstance(entry.value, BlobRef)
     corrupt_s3_blob(app.store.cold, run_id, entry.value.sha256)
     legs, raised = settle(app, run_id)
+    assert set(raised) == {"CorruptStateError"}
     record = app.store.hot.get_run(run_id)
     assert record.status is RunStatus.BLOCKED and legs == app.max_broken_legs
     assert record.error is not None and record.error.type == "CorruptStateError"
