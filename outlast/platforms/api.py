@@ -6,15 +6,27 @@
 - ``POST /runs/{run_id}/signals/{name}``, body ``{"payload": ...}`` or empty: send the signal,
   and dispatch a leg if the signal woke the run; 202.
 - ``POST /runs/{run_id}/cancel``: cancel; 200 with the run's view.
+- ``POST /runs/{run_id}/retry``, body ``{"from_seq"?: N, "as"?: "NEW_ID"}`` or empty: re-open a
+  failed or blocked run (its journal kept up to the failing entry, or to ``from_seq``), or with
+  ``as`` fork it (any status) into a new run that keeps entries ``0..from_seq-1``; dispatch a
+  leg of the run that continues; 202.
+- ``DELETE /runs/{run_id}``: remove the run from both tiers (its id may then be reused); 200.
 
-Bad requests get a JSON ``{"error": {"code", "message"}}`` and change nothing in the store:
+Bad requests get a JSON ``{"error": {"code", "type", "message"}}`` and change nothing in the
+store:
 
 - 400: malformed JSON, a body of the wrong shape, an illegal run id or signal name, an unknown
-  function;
+  function, a ``from_seq`` outside the journal;
 - 404: no such run;
-- 409: a run id taken by a run of another function or input, or a signal to a run that ended;
+- 409: a run id taken by a run of another function or input, a signal to a run that ended, a
+  retry of a run that is not failed or blocked, a fork onto an id that exists;
 - 413: a body over ``MAX_BODY_BYTES`` (256 KiB, counted after base64 decoding, when API
   Gateway encoded it).
+
+A request that fails inside (a store that cannot be reached: 503; anything else: 500) answers
+the same shape, naming the exception's type and message. Tracebacks are not sent by default,
+neither for those nor in a failed run's ``error``: they show code and paths to whoever may call
+the API. ``ApiHandler(tracebacks=True)`` or ``OUTLAST_API_TRACEBACKS=1`` sends them.
 
 Every check that can refuse a request runs before the first write: a large input or payload is
 written to the cold tier before its hot record, so a refusal after that would leave a stray blob
@@ -29,6 +41,7 @@ import json
 import logging
 import os
 import re
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from outlast.platforms.aws_lambda import InvokeClient, LambdaDispatcher, default_lambda_client
@@ -37,31 +50,44 @@ from statestore import (
     RunConflictError,
     RunEndedError,
     RunNotFoundError,
+    StateStoreError,
+    StoreUnavailableError,
     validate_run_id,
 )
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-    from outlast.app import App
+    from outlast.app import App, RunView
 
 __all__ = ["MAX_BODY_BYTES", "ApiError", "ApiHandler"]
 
 log = logging.getLogger("outlast.api")
 
 MAX_BODY_BYTES = 256 * 1024
+TRACEBACKS_ENV = "OUTLAST_API_TRACEBACKS"
 _SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _START_FIELDS = frozenset({"function", "input", "run_id"})
+_RETRY_FIELDS = frozenset({"from_seq", "as"})
+_MAX_TRACEBACK = 32 * 1024
 
 
 class ApiError(Exception):
-    """A request refused with ``status``; nothing was written."""
+    """A request refused with ``status``; nothing was written. ``type`` names what refused it:
+    the store's exception when there is one, else the kind of bad input."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, error_type: str = "BadRequest"
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.type = error_type
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class ApiHandler:
@@ -78,11 +104,14 @@ class ApiHandler:
         agent_function: str | None = None,
         lambda_client: InvokeClient | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        tracebacks: bool | None = None,
     ) -> None:
         self.app = app
         self.agent_function = agent_function
         self.lambda_client = lambda_client
         self.max_body_bytes = max_body_bytes
+        #: Send tracebacks in error answers and run views; default ``OUTLAST_API_TRACEBACKS``.
+        self.tracebacks = _env_flag(TRACEBACKS_ENV) if tracebacks is None else tracebacks
         self.resolver = self._routes()
 
     def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -99,6 +128,7 @@ class ApiHandler:
 
     def _routes(self) -> APIGatewayHttpResolver:
         from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+        from aws_lambda_powertools.event_handler.exceptions import ServiceError
 
         api = APIGatewayHttpResolver()
 
@@ -106,7 +136,43 @@ class ApiHandler:
         def refused(exc: ApiError) -> Response[str]:
             event = api.current_event
             log.info("refused %s %s: %s", event.http_method, event.path, exc)
-            return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+            return _json(
+                exc.status, {"error": {"code": exc.code, "type": exc.type, "message": exc.message}}
+            )
+
+        @api.exception_handler(ServiceError)  # type: ignore[untyped-decorator]
+        def unrouted(exc: ServiceError) -> Response[str]:
+            # Powertools' own answers (no such route): kept, in this API's shape.
+            code = "no_route" if exc.status_code == 404 else "bad_request"
+            body = {"code": code, "type": type(exc).__name__, "message": exc.msg or "no such route"}
+            return _json(exc.status_code, {"error": body})
+
+        @api.exception_handler(Exception)  # type: ignore[untyped-decorator]
+        def failed(exc: Exception) -> Response[str]:
+            event = api.current_event
+            log.error(
+                "%s %s failed: %s: %s",
+                event.http_method,
+                event.path,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+            if isinstance(exc, StoreUnavailableError):
+                status, code = 503, "store_unavailable"
+            elif isinstance(exc, StateStoreError):
+                status, code = 500, "store_error"
+            else:
+                status, code = 500, "internal_error"
+            error: dict[str, Any] = {
+                "code": code,
+                "type": type(exc).__qualname__,
+                "message": str(exc),
+            }
+            if self.tracebacks:
+                text = "".join(traceback.format_exception(exc))
+                error["traceback"] = text[-_MAX_TRACEBACK:]
+            return _json(status, {"error": error})
 
         @api.post("/runs")
         def start_run() -> Response[str]:
@@ -131,7 +197,7 @@ class ApiHandler:
             try:
                 run_id = self.app.start(function, body.get("input"), run_id=run_id)
             except RunConflictError as exc:
-                raise ApiError(409, "conflict", str(exc)) from None
+                raise ApiError(409, "conflict", str(exc), error_type=type(exc).__name__) from None
             except TypeError as exc:
                 raise ApiError(400, "bad_request", f"the input cannot be stored: {exc}") from None
             dispatched = self._dispatcher().send(_continue(run_id, 1))
@@ -147,8 +213,8 @@ class ApiHandler:
             try:
                 view = self.app.status(run_id)
             except RunNotFoundError:
-                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
-            return _json(200, view.model_dump(mode="json"))
+                raise _not_found(run_id) from None
+            return _json(200, self._view(view))
 
         @api.post("/runs/<run_id>/signals/<name>")
         def send_signal(run_id: str, name: str) -> Response[str]:
@@ -170,9 +236,9 @@ class ApiHandler:
             try:
                 self.app.signal(run_id, name, payload)
             except RunNotFoundError:
-                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
+                raise _not_found(run_id) from None
             except RunEndedError as exc:
-                raise ApiError(409, "run_ended", str(exc)) from None
+                raise ApiError(409, "run_ended", str(exc), error_type=type(exc).__name__) from None
             after = hot.get_run(run_id)
             woke = after.status.value == "suspended" and after.runnable(hot.now())
             dispatched = self._dispatcher().recover(run_id) if woke else False
@@ -187,10 +253,101 @@ class ApiHandler:
             try:
                 view = self.app.cancel(run_id)
             except RunNotFoundError:
-                raise ApiError(404, "not_found", f"run {run_id!r} does not exist") from None
-            return _json(200, view.model_dump(mode="json"))
+                raise _not_found(run_id) from None
+            return _json(200, self._view(view))
+
+        @api.post("/runs/<run_id>/retry")
+        def retry_run(run_id: str) -> Response[str]:
+            run_id = _run_id(run_id)
+            from_seq, as_id = self._retry_body(api)
+            # Every refusal is decided here, before App.retry writes anything: a fork copies
+            # blobs to the new run before it creates its record.
+            record = self.app.store.hot.find_run(run_id)
+            if record is None:
+                raise _not_found(run_id)
+            if from_seq is not None and from_seq > record.next_seq:
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"run {run_id!r} has {record.next_seq} journal entries; "
+                    f"from_seq {from_seq} is past them",
+                )
+            if as_id is None and record.status.value not in ("failed", "blocked"):
+                raise ApiError(
+                    409,
+                    "not_retryable",
+                    f"run {run_id!r} is {record.status.value}; only failed or blocked runs can "
+                    'be retried (fork it with {"as": NEW_ID} to re-run another one)',
+                    error_type="RunConflictError",
+                )
+            if as_id is not None and self.app.store.hot.find_run(as_id) is not None:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"run {as_id!r} already exists; fork into a new run id",
+                    error_type="RunConflictError",
+                )
+            try:
+                continued = self.app.retry(run_id, from_seq=from_seq, as_id=as_id)
+            except RunNotFoundError:
+                raise _not_found(run_id) from None
+            except RunConflictError as exc:
+                # The run changed between the look above and the write (nothing was written).
+                raise ApiError(409, "conflict", str(exc), error_type=type(exc).__name__) from None
+            except ValueError as exc:
+                raise ApiError(
+                    400, "bad_request", str(exc), error_type=type(exc).__name__
+                ) from None
+            dispatched = self._dispatcher().recover(continued)
+            after = self.app.store.hot.get_run(continued)
+            return _json(
+                202,
+                {
+                    "run_id": continued,
+                    "retried": run_id,
+                    "status": after.status.value,
+                    "dispatched": dispatched,
+                },
+            )
+
+        @api.delete("/runs/<run_id>")
+        def delete_run(run_id: str) -> Response[str]:
+            run_id = _run_id(run_id)
+            self._check_size(api)
+            try:
+                self.app.delete(run_id)
+            except RunNotFoundError:
+                raise _not_found(run_id) from None
+            return _json(200, {"run_id": run_id, "deleted": True})
 
         return api
+
+    def _view(self, view: RunView) -> dict[str, Any]:
+        """The run's view as JSON, its error's traceback left out unless configured."""
+        data: dict[str, Any] = view.model_dump(mode="json")
+        if not self.tracebacks:
+            for value in data.values():
+                if isinstance(value, dict) and "traceback" in value and "type" in value:
+                    value.pop("traceback")
+        return data
+
+    def _retry_body(self, api: APIGatewayHttpResolver) -> tuple[int | None, str | None]:
+        body = self._json_body(api, required=False)
+        if body is None:
+            return None, None
+        if not isinstance(body, dict) or not _RETRY_FIELDS.issuperset(body):
+            raise ApiError(
+                400, "bad_request", 'the body must be {"from_seq": N, "as": "NEW_ID"} or empty'
+            )
+        from_seq = body.get("from_seq")
+        if from_seq is not None and (
+            isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0
+        ):
+            raise ApiError(400, "bad_request", "'from_seq' must be a journal seq (an integer >= 0)")
+        as_id = body.get("as")
+        if as_id is not None:
+            as_id = _run_id(as_id)
+        return from_seq, as_id
 
     # ------------------------------------------------------------------ body
 
@@ -228,6 +385,12 @@ class ApiHandler:
             return json.loads(data)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _not_found(run_id: str) -> ApiError:
+    return ApiError(
+        404, "not_found", f"run {run_id!r} does not exist", error_type="RunNotFoundError"
+    )
 
 
 def _run_id(value: object) -> str:

@@ -296,7 +296,8 @@ class Observability:
 class LambdaHandler:
     """``handler(event, context)`` for a function whose invocations are legs of ``app``'s runs.
 
-    Made by ``App.lambda_handler``. ``lambda_client`` may be replaced (tests capture invokes).
+    Made around an app, ``handler = LambdaHandler(app, ...)``: the platform takes the app, the app
+    knows no platform. ``lambda_client`` may be replaced (tests capture invokes).
     """
 
     def __init__(
@@ -341,7 +342,7 @@ class LambdaHandler:
             return parse_eventbridge(event)
         raise BadEventError(
             "not an Outlast event (no 'outlast' member, not SQS, not EventBridge); give "
-            "lambda_handler an event_mapper to map this kind of event to a run"
+            "LambdaHandler an event_mapper to map this kind of event to a run"
         )
 
     def _admit(self, request: Request) -> tuple[str, int | None]:

@@ -14,6 +14,13 @@ acquisition; it never runs a step twice. A message is held by one worker until a
 - SQS: the visibility timeout; the worker extends it while the leg runs.
 - Queue-less: nothing is held. The lease alone decides which of the polling workers runs a leg.
 
+What a message is for decides its identity on a FIFO queue (its ``MessageDeduplicationId``;
+the run id is its ``MessageGroupId``): ``RUN:start`` for the start, ``RUN:leg:N`` for the
+continuation of a hand-off, and ``RUN:recover:KEY`` for a recovery, KEY naming the state it
+recovers (``recovery_key``: the run's incarnation and record version). SQS keeps a dedup id for
+five minutes, even after the message is deleted: a second message for the same purpose within
+that window is dropped, and one for another purpose (a recovery just after the start) is not.
+
 URLs::
 
     redis://HOST:PORT/DB?group=GROUP#STREAM   also rediss://; default group outlast-workers,
@@ -26,11 +33,13 @@ URLs::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -41,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from statestore import HotTier, InvalidRunIdError, validate_run_id
+from statestore import HotTier, InvalidRunIdError, RunRecord, validate_run_id
 
 log = logging.getLogger("outlast.worker.queue")
 
@@ -51,6 +60,9 @@ QUEUE_ENV = "OUTLAST_QUEUE_URL"
 
 # The longest a blocking receive may wait: a draining worker must notice the drain quickly.
 _MAX_BLOCK_S = 1.0
+
+_MAX_DEDUP_ID = 128
+_DEDUP_CHARS = re.compile(r"[!-~]+")  # what SQS allows: ASCII letters, digits, punctuation
 
 
 class QueueError(Exception):
@@ -73,6 +85,29 @@ class Message:
     run_id: str
     leg: int | None
     handle: str = ""
+
+
+def recovery_key(record: RunRecord) -> str:
+    """Names the state a recovery message recovers: this incarnation of the run at this version.
+
+    Every write bumps the version, so two sweepers that saw the same record send one message
+    (on a FIFO queue), and a recovery of a later state is a message of its own.
+    """
+    return f"{record.incarnation or '-'}.{record.version}"
+
+
+def dedup_id(run_id: str, leg: int | None, recovers: str | None = None) -> str:
+    """The FIFO deduplication id of a message: unique to its purpose (see the module doc)."""
+    if leg is not None:
+        return f"{run_id}:leg:{leg}"
+    if recovers is None:
+        return f"{run_id}:start"
+    found = f"{run_id}:recover:{recovers}"
+    if len(found) <= _MAX_DEDUP_ID and _DEDUP_CHARS.fullmatch(found):
+        return found
+    # SQS allows 128 characters of letters, digits and punctuation; a longer or odd key is
+    # hashed, which keeps it unique to what it names.
+    return f"{run_id}:recover:{hashlib.sha256(recovers.encode()).hexdigest()[:40]}"
 
 
 def encode_body(run_id: str, leg: int | None) -> str:
@@ -122,8 +157,9 @@ class WorkQueue(Protocol):
     def continue_run(self, run_id: str, leg: int) -> None:
         """Enqueue the continuation ``leg`` of ``run_id`` (the Dispatcher protocol)."""
 
-    def enqueue(self, run_id: str, leg: int | None = None) -> None:
-        """Enqueue a start (``leg`` None) or a continuation."""
+    def enqueue(self, run_id: str, leg: int | None = None, *, recovers: str | None = None) -> None:
+        """Enqueue a start (``leg`` None), a continuation, or (``recovers`` given, ``leg`` None)
+        a recovery of the state ``recovers`` names (``recovery_key``)."""
 
     def close(self) -> None: ...
 
@@ -152,17 +188,20 @@ def open_queue(
     )
 
 
-def enqueue_start(queue_url: str | None, run_id: str) -> None:
+def enqueue_start(queue_url: str | None, run_id: str, *, key: str | None = None) -> None:
     """Ask the workers behind ``queue_url`` to start ``run_id`` (created with ``app.start``).
 
-    In the queue-less mode there is nothing to send: a pending run is already due.
+    In the queue-less mode there is nothing to send: a pending run is already due. ``key`` tells
+    this start from an earlier one of the same run id on a FIFO queue (which drops a repeated
+    start for five minutes): pass ``recovery_key(record)`` to start a run re-opened by
+    ``app.retry_policy``, or a run id deleted and started again.
     """
     validate_run_id(run_id)
     if not queue_url:
         return
     queue = open_queue(queue_url)
     try:
-        queue.enqueue(run_id, None)
+        queue.enqueue(run_id, None, recovers=key)
     finally:
         queue.close()
 
@@ -297,7 +336,7 @@ class RedisStreamQueue:
     def continue_run(self, run_id: str, leg: int) -> None:
         self.enqueue(run_id, leg)
 
-    def enqueue(self, run_id: str, leg: int | None = None) -> None:
+    def enqueue(self, run_id: str, leg: int | None = None, *, recovers: str | None = None) -> None:
         with self._errors("add"):
             self._client.xadd(self.stream, {"body": encode_body(run_id, leg)})
 
@@ -401,14 +440,16 @@ class SqsQueue:
     def continue_run(self, run_id: str, leg: int) -> None:
         self.enqueue(run_id, leg)
 
-    def enqueue(self, run_id: str, leg: int | None = None) -> None:
+    def enqueue(self, run_id: str, leg: int | None = None, *, recovers: str | None = None) -> None:
         extra: dict[str, str] = {}
         if self._fifo:
-            # One group per run keeps a run's messages in order; the dedup id folds a hand-off
-            # retried within five minutes into one message.
+            # One group per run keeps a run's messages in order. The dedup id names the
+            # message's purpose, so a hand-off or sweep sent twice within SQS's five-minute
+            # window is one message, while a recovery sent seconds after the start (whose id
+            # SQS still remembers, deleted or not) is a message of its own.
             extra = {
                 "MessageGroupId": run_id,
-                "MessageDeduplicationId": f"{run_id}.{leg if leg is not None else 'start'}",
+                "MessageDeduplicationId": dedup_id(run_id, leg, recovers),
             }
         with self._errors("send"):
             self._client.send_message(
@@ -445,6 +486,9 @@ class DueRunsQueue:
         self._seen: deque[str] = deque()
         self._next_poll = 0.0
         self._lock = threading.Lock()
+        # Runs given back with a delay (a leg that hit a store error): not tried again here
+        # before that time, though the store may list them as due at once.
+        self._not_before: dict[str, float] = {}
 
     def receive(self, timeout: float) -> Message | None:
         deadline = time.monotonic() + timeout
@@ -458,11 +502,15 @@ class DueRunsQueue:
                     self._next_poll = now + self._poll
                     due = self._hot.due_runs(limit=self._batch)
                     random.shuffle(due)
+                    self._not_before = {r: t for r, t in self._not_before.items() if t > now}
+                    due = [r for r in due if r not in self._not_before]
                     if due:
                         # A fresh look replaces the old one: those runs may be taken by now.
                         self._seen = deque(due)
-                if self._seen:
-                    return Message(self._seen.popleft(), None)
+                while self._seen:
+                    run_id = self._seen.popleft()
+                    if self._not_before.get(run_id, 0.0) <= now:
+                        return Message(run_id, None)
                 wait = min(self._next_poll, deadline) - now
             if time.monotonic() >= deadline:
                 return None
@@ -472,7 +520,9 @@ class DueRunsQueue:
         return None
 
     def release(self, message: Message, delay: float) -> None:
-        return None
+        if delay > 0:
+            with self._lock:
+                self._not_before[message.run_id] = time.monotonic() + delay
 
     def touch(self, message: Message) -> None:
         return None
@@ -482,7 +532,7 @@ class DueRunsQueue:
         with self._lock:
             self._local.append((run_id, leg))
 
-    def enqueue(self, run_id: str, leg: int | None = None) -> None:
+    def enqueue(self, run_id: str, leg: int | None = None, *, recovers: str | None = None) -> None:
         with self._lock:
             self._local.append((run_id, leg))
 

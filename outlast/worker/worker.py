@@ -34,7 +34,7 @@ from outlast.errors import FunctionNotFoundError, TargetError
 from outlast.leg import LegOutcome
 from outlast.sweep import RedrivePolicy
 from outlast.worker.health import HealthServer
-from outlast.worker.queues import BadMessageError, Message, QueueError, WorkQueue
+from outlast.worker.queues import BadMessageError, Message, QueueError, WorkQueue, recovery_key
 from statestore import StateStoreError, utcnow
 
 log = logging.getLogger("outlast.worker")
@@ -43,6 +43,11 @@ DEFAULT_LEASE_TTL = 30.0
 DEFAULT_HEARTBEAT = 10.0
 DEFAULT_GRACE = 25.0
 _EXPIRE_PER_SWEEP = 50  # expired runs one sweep deletes at most
+# After a leg of a run raised (a store error, a crash outside the durable function), this worker
+# gives its message back for at least 1 s, doubling with each error in a row, up to a minute;
+# longer when the run itself says it is not due before then.
+_RETRY_FIRST = 1.0
+_RETRY_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class Worker:
         self._signalled: tuple[str, float] | None = None
         self._unknown: dict[str, float] = {}
         self._swept: dict[str, Any] = {}
+        self._errors: dict[str, int] = {}  # run id -> legs in a row that raised
         self.outcomes: dict[str, int] = {}
         self.health: HealthServer | None = None
 
@@ -267,18 +273,60 @@ class Worker:
             self._unknown[message.run_id] = time.monotonic() + 60.0
             self._release(message, self.config.lease_ttl)
         except (StateStoreError, QueueError) as exc:
+            delay = self._retry_delay(message.run_id)
             log.warning(
-                "run %s: leg interrupted by a store or queue error: %s", message.run_id, exc
+                "run %s: leg interrupted by a store or queue error (%s: %s); %s",
+                message.run_id,
+                type(exc).__name__,
+                exc,
+                "dropping its message: it is not due again"
+                if delay is None
+                else f"trying again in {delay:.1f}s",
             )
-            self._release(message, 1.0)
+            self._retry(message, delay)
         except Exception:
+            delay = self._retry_delay(message.run_id)
             log.exception("run %s: leg crashed outside the durable function", message.run_id)
-            self._release(message, 1.0)
+            self._retry(message, delay)
         else:
             self._settle(message, outcome)
         finally:
             with self._lock:
                 self._held.pop(key, None)
+
+    def _retry_delay(self, run_id: str) -> float | None:
+        """How long to keep a run's message back after its leg raised; None: drop it.
+
+        A run whose state is broken would otherwise come straight back (the leg gave its lease
+        back on the way out) and fail again in a tight loop. The wait is the later of this
+        worker's backoff and the run's own due time: the runtime may have pushed that into the
+        future (or blocked the run, which is never due).
+        """
+        with self._lock:
+            errors = self._errors[run_id] = self._errors.get(run_id, 0) + 1
+            if len(self._errors) > 10_000:
+                self._errors = {run_id: errors}
+        backoff = min(_RETRY_MAX, _RETRY_FIRST * 2.0 ** min(errors - 1, 16))
+        hot = self.app.store.hot
+        try:
+            record = hot.find_run(run_id)
+            now = hot.now()
+        except StateStoreError:
+            return backoff
+        if record is None:
+            return None
+        due = record.due_at()
+        if due is None or record.status.terminal:
+            return None
+        return max(backoff, float((due - now).total_seconds()))
+
+    def _retry(self, message: Message, delay: float | None) -> None:
+        if delay is None:
+            with self._lock:
+                self._errors.pop(message.run_id, None)
+            self._ack(message)
+        else:
+            self._release(message, delay)
 
     def _unknown_function(self, run_id: str) -> bool:
         until = self._unknown.get(run_id)
@@ -293,6 +341,8 @@ class Worker:
         status = outcome.status
         with self._lock:
             self.outcomes[status] = self.outcomes.get(status, 0) + 1
+            if status != "skipped":
+                self._errors.pop(message.run_id, None)
         level = logging.DEBUG if status == "skipped" else logging.INFO
         log.log(
             level,
@@ -394,7 +444,9 @@ class Worker:
                 record.status.value,
                 overdue,
             )
-            self.queue.enqueue(run_id, None)
+            # Keyed by the state it recovers: on a FIFO queue, sweeps of one state by several
+            # workers are one message, and a sweep of a later state is never taken for one.
+            self.queue.enqueue(run_id, None, recovers=recovery_key(record))
         if len(self._swept) > 10_000:
             self._swept.clear()
         # Retention (a no-op without one): bounded per pass, the rest goes at the next. Several
@@ -435,7 +487,7 @@ def resolve_app(targets: list[str]) -> App:
     merged = App(
         "+".join(app.name for app in unique),
         store=first.store,
-        retry=first.retry,
+        retry=first.retry_policy,
         lease_ttl=first.lease_ttl,
         lease_margin=first.lease_margin,
         handoff_margin=first.handoff_margin,

@@ -23,15 +23,15 @@ from tests.lambda_platform.workloads import make_app
 def request(
     method: str, path: str, body: str | None = None, *, base64_body: bool = False
 ) -> dict[str, Any]:
-    template = {"GET": "api-status.json", "POST": "api-start.json"}[method]
-    event = load_event(template)
+    template = {"GET": "api-status.json", "POST": "api-start.json", "DELETE": "api-status.json"}
+    event = load_event(template[method])
     parts = path.strip("/").split("/")
     if len(parts) == 1:
         route, params = "/runs", None
     elif len(parts) == 2:
         route, params = "/runs/{run_id}", {"run_id": parts[1]}
-    elif parts[2] == "cancel":
-        route, params = "/runs/{run_id}/cancel", {"run_id": parts[1]}
+    elif parts[2] in ("cancel", "retry"):
+        route, params = f"/runs/{{run_id}}/{parts[2]}", {"run_id": parts[1]}
     else:
         route, params = "/runs/{run_id}/signals/{name}", {"run_id": parts[1], "name": parts[3]}
     event["routeKey"] = event["requestContext"]["routeKey"] = f"{method} {route}"
@@ -205,7 +205,7 @@ def test_bad_requests_get_a_clear_4xx_and_write_nothing(
 
     assert got_status == status
     assert got["error"]["code"] == code
-    assert got["error"]["message"]
+    assert got["error"]["message"] and got["error"]["type"]
     assert snapshot(app, tiers) == before
     assert lam.invokes == []
 
@@ -315,3 +315,198 @@ def test_a_retried_start_with_its_input_keys_reordered_is_accepted(
         {"function": "approver", "run_id": "retry", "input": {**again, "what": "rollback"}}
     )
     assert call(api, request("POST", "/runs", changed))[0] == 409
+
+
+# ---------------------------------------------------------------------- errors, retry, delete
+
+
+def failed_run(app: App, run_id: str = "failed") -> str:
+    """A run of ``broken``: one step committed, then the function's own exception."""
+    app.start("broken", None, run_id=run_id)
+    view = app.drive(run_id)
+    assert view.status.value == "failed"
+    return run_id
+
+
+def test_a_failed_runs_error_has_type_and_message_and_no_traceback_by_default(
+    api: ApiHandler, app: App, lam: CapturingLambda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed_run(app)
+    status, view = call(api, request("GET", "/runs/failed"))
+    assert status == 200
+    assert view["error"]["type"] == "RuntimeError"
+    assert "the durable function's own bug" in view["error"]["message"]
+    assert "traceback" not in view["error"]
+
+    # Asked for, by option or by environment: the traceback is there.
+    verbose = ApiHandler(app, agent_function=AGENT, lambda_client=lam, tracebacks=True)
+    assert "Traceback" in call(verbose, request("GET", "/runs/failed"))[1]["error"]["traceback"]
+    monkeypatch.setenv("OUTLAST_API_TRACEBACKS", "1")
+    from_env = ApiHandler(app, agent_function=AGENT, lambda_client=lam)
+    assert "Traceback" in call(from_env, request("GET", "/runs/failed"))[1]["error"]["traceback"]
+
+
+def test_a_store_failure_answers_its_type_and_message(
+    tiers: Tiers, lam: CapturingLambda, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A table that does not exist: every read fails inside the store.
+    missing = tiers.hot_url.replace(tiers.table, f"{tiers.table}-missing").replace("&create=1", "")
+    broken = make_app(missing, tiers.cold_url)
+    try:
+        api = ApiHandler(broken, agent_function=AGENT, lambda_client=lam)
+        status, body = call(api, request("GET", "/runs/r-1"))
+        assert status == 503
+        error = body["error"]
+        assert (error["code"], error["type"]) == ("store_unavailable", "StoreUnavailableError")
+        assert error["message"] and "traceback" not in error
+
+        verbose = ApiHandler(broken, agent_function=AGENT, lambda_client=lam, tracebacks=True)
+        assert "Traceback" in call(verbose, request("GET", "/runs/r-1"))[1]["error"]["traceback"]
+    finally:
+        broken.close()
+
+
+def test_an_unknown_route_answers_404_in_the_apis_shape(api: ApiHandler) -> None:
+    event = request("GET", "/runs/r-1")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/nowhere"
+    event["routeKey"] = event["requestContext"]["routeKey"] = "GET /nowhere"
+    status, body = call(api, event)
+    assert (status, body["error"]["code"]) == (404, "no_route")
+
+
+def test_retry_reopens_a_failed_run_and_dispatches_a_leg(
+    api: ApiHandler, app: App, lam: CapturingLambda
+) -> None:
+    failed_run(app)
+    assert call(api, request("POST", "/runs/failed/retry")) == (
+        202,
+        {
+            "run_id": "failed",
+            "retried": "failed",
+            "status": app.store.hot.get_run("failed").status.value,
+            "dispatched": True,
+        },
+    )
+    record = app.store.hot.get_run("failed")
+    assert record.status.value not in ("failed", "blocked") and record.error is None
+    assert [i.event for i in lam.take()] == [
+        {"outlast": {"action": "continue", "run_id": "failed"}}
+    ]
+    # No longer failed: a second retry is refused.
+    status, body = call(api, request("POST", "/runs/failed/retry"))
+    assert (status, body["error"]["code"]) == (409, "not_retryable")
+
+
+def test_retry_as_forks_a_copy_from_a_seq(
+    api: ApiHandler, app: App, lam: CapturingLambda, tiers: Tiers
+) -> None:
+    failed_run(app)
+    original = app.store.hot.get_run("failed")
+    body = json.dumps({"as": "copy", "from_seq": 0})
+    status, answer = call(api, request("POST", "/runs/failed/retry", body))
+    assert (status, answer["run_id"], answer["retried"]) == (202, "copy", "failed")
+    copy = app.store.hot.get_run("copy")
+    assert copy.function == "broken" and copy.next_seq == 0
+    assert app.store.hot.get_run("failed").version == original.version
+    assert [i.event["outlast"]["run_id"] for i in lam.take()] == ["copy"]
+    # Forking works from a run of any status, here the pending copy, keeping one entry.
+    status, answer = call(
+        api, request("POST", "/runs/failed/retry", json.dumps({"as": "copy-2", "from_seq": 1}))
+    )
+    assert status == 202 and app.store.hot.get_run("copy-2").next_seq == 1
+
+
+def test_delete_removes_the_run_from_both_tiers(
+    tight_app: App, lam: CapturingLambda, tiers: Tiers
+) -> None:
+    api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
+    tight_app.start("squares", {"big": BIG}, run_id="doomed")
+    tight_app.start("squares", 1, run_id="kept")
+    assert [k for k in tiers.cold_objects() if "/runs/doomed/" in k]
+    assert call(api, request("DELETE", "/runs/doomed")) == (
+        200,
+        {"run_id": "doomed", "deleted": True},
+    )
+    assert tight_app.store.hot.find_run("doomed") is None
+    assert not [k for k in tiers.cold_objects() if "/runs/doomed/" in k]
+    assert tight_app.store.hot.find_run("kept") is not None
+    assert call(api, request("GET", "/runs/doomed"))[0] == 404
+    assert lam.invokes == []
+
+
+REFUSED_RETRIES = [
+    pytest.param("POST", "/runs/nope/retry", None, 404, "not_found", id="retry-unknown-run"),
+    pytest.param("POST", "/runs/exists/retry", None, 409, "not_retryable", id="retry-pending-run"),
+    pytest.param("POST", "/runs/ended/retry", None, 409, "not_retryable", id="retry-cancelled-run"),
+    pytest.param("POST", "/runs/bad*id/retry", None, 400, "bad_run_id", id="retry-bad-id"),
+    pytest.param("POST", "/runs/failed/retry", "{as", 400, "malformed_json", id="retry-json"),
+    pytest.param("POST", "/runs/failed/retry", "[1]", 400, "bad_request", id="retry-not-object"),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"extra": 1}', 400, "bad_request", id="retry-extra"
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"from_seq": -1}', 400, "bad_request", id="from-negative"
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"from_seq": "1"}', 400, "bad_request", id="from-string"
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"from_seq": true}', 400, "bad_request", id="from-bool"
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"from_seq": 99}', 400, "bad_request", id="from-past-end"
+    ),
+    pytest.param(
+        "POST",
+        "/runs/failed/retry",
+        '{"as": "no spaces"}',
+        400,
+        "bad_run_id",
+        id="fork-bad-id",
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"as": "exists"}', 409, "conflict", id="fork-onto-a-run"
+    ),
+    pytest.param(
+        "POST", "/runs/failed/retry", '{"as": "failed"}', 409, "conflict", id="fork-onto-itself"
+    ),
+    pytest.param(
+        "POST",
+        "/runs/exists/retry",
+        '{"as": "fresh", "from_seq": 5}',
+        400,
+        "bad_request",
+        id="fork-past-end",
+    ),
+    pytest.param("DELETE", "/runs/nope", None, 404, "not_found", id="delete-unknown-run"),
+    pytest.param("DELETE", "/runs/bad*id", None, 400, "bad_run_id", id="delete-bad-id"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), REFUSED_RETRIES)
+def test_refused_retries_and_deletes_write_nothing(
+    tight_app: App,
+    lam: CapturingLambda,
+    tiers: Tiers,
+    method: str,
+    path: str,
+    body: str | None,
+    status: int,
+    code: str,
+) -> None:
+    # Inputs in the cold tier: a fork refused too late would leave copies of them behind.
+    api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
+    tight_app.start("squares", {"big": BIG}, run_id="exists")
+    tight_app.start("squares", {"big": BIG, "n": 2}, run_id="ended")
+    tight_app.cancel("ended")
+    failed_run(tight_app)
+    before = snapshot(tight_app, tiers)
+    journal = tight_app.journal("failed")
+
+    got_status, got = call(api, request(method, path, body))
+
+    assert (got_status, got["error"]["code"]) == (status, code), got
+    assert got["error"]["type"] and got["error"]["message"]
+    assert snapshot(tight_app, tiers) == before
+    assert tight_app.journal("failed") == journal
+    assert lam.invokes == []

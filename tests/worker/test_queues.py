@@ -15,9 +15,11 @@ from outlast.worker.queues import (
     RedisStreamQueue,
     SqsQueue,
     decode_body,
+    dedup_id,
     encode_body,
     enqueue_start,
     open_queue,
+    recovery_key,
 )
 from tests.conftest import unique
 from tests.support.servers import MotoServer, RedisServer
@@ -187,3 +189,86 @@ def test_due_runs_queue_finds_pending_runs_and_continuations_first(workdir: Path
     queue.continue_run("due-1", 2)
     got = queue.receive(1)
     assert got is not None and (got.run_id, got.leg) == ("due-1", 2)
+
+
+@pytest.fixture
+def fifo_queue(moto_server: MotoServer) -> str:
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_server.endpoint)
+    name = unique("runs") + ".fifo"
+    client.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})
+    return f"sqs://{name}?region=us-east-1&endpoint_url={moto_server.endpoint}"
+
+
+def drain_bodies(queue: SqsQueue) -> list[tuple[str, int | None]]:
+    """Everything the queue delivers, acked as it comes (a FIFO group is held while in flight)."""
+    got: list[tuple[str, int | None]] = []
+    while (message := queue.receive(0)) is not None:
+        got.append((message.run_id, message.leg))
+        queue.ack(message)
+    return got
+
+
+def test_sqs_fifo_keeps_a_recovery_sent_just_after_the_start(
+    fifo_queue: str, workdir: Path
+) -> None:
+    app = make_app(f"sqlite:///{workdir}/hot.db", f"file://{workdir}/cold")
+    spec = {"steps": 1, "pause": 0, "effects": str(workdir / "fx")}
+    app.start("counter", spec, run_id="fifo-1")
+    record = app.store.hot.get_run("fifo-1")
+    queue = SqsQueue(fifo_queue, visibility=5)
+    try:
+        assert queue._fifo
+        enqueue_start(fifo_queue, "fifo-1")
+        # Seconds later, a sweeper recovers the run (its start message may be lost): the
+        # recovery has a purpose of its own and must not be folded into the start.
+        queue.enqueue("fifo-1", None, recovers=recovery_key(record))
+        # True duplicates are folded: the same start again, a second sweeper's recovery of the
+        # same state, a hand-off's continuation sent twice.
+        enqueue_start(fifo_queue, "fifo-1")
+        queue.enqueue("fifo-1", None, recovers=recovery_key(record))
+        queue.continue_run("fifo-1", 2)
+        queue.continue_run("fifo-1", 2)
+        # A recovery of a later state of the run is a message of its own.
+        app.cancel("fifo-1")
+        later = app.store.hot.get_run("fifo-1")
+        assert recovery_key(later) != recovery_key(record)
+        queue.enqueue("fifo-1", None, recovers=recovery_key(later))
+
+        # In the order sent: one group per run.
+        assert drain_bodies(queue) == [
+            ("fifo-1", None),
+            ("fifo-1", None),
+            ("fifo-1", 2),
+            ("fifo-1", None),
+        ]
+    finally:
+        queue.close()
+        app.close()
+
+
+def test_sqs_dedup_ids_name_the_purpose() -> None:
+    assert dedup_id("r1", None) == "r1:start"
+    assert dedup_id("r1", 3) == "r1:leg:3"
+    assert dedup_id("r1", None, "abc.7") == "r1:recover:abc.7"
+    # SQS allows 128 characters of ASCII punctuation, letters and digits: others are hashed.
+    for odd in ("k" * 200, "naïve key", "with space"):
+        got = dedup_id("r" * 64, None, odd)
+        assert len(got) <= 128 and got.isascii() and " " not in got
+        assert got != dedup_id("r" * 64, None, odd + "x")
+
+
+def test_due_runs_queue_holds_back_a_released_run(workdir: Path) -> None:
+    app = make_app(f"sqlite:///{workdir}/hot.db", f"file://{workdir}/cold")
+    spec = {"steps": 1, "pause": 0, "effects": str(workdir / "fx")}
+    app.start("counter", spec, run_id="held")
+    queue = DueRunsQueue(app.store.hot, poll=0.05)
+    try:
+        got = queue.receive(1)
+        assert got is not None and got.run_id == "held"
+        queue.release(got, 0.6)
+        # Still due in the store, but this worker does not try it again before the delay.
+        assert queue.receive(0.4) is None
+        again = queue.receive(1)
+        assert again is not None and again.run_id == "held"
+    finally:
+        app.close()
