@@ -1,4 +1,4 @@
-"""Lambda entry point of the runs HTTP API (start, status, signal, cancel).
+"""Lambda entry point of the runs HTTP API (start, status, signal, cancel, retry, delete).
 
 It imports the agent's app for its registry (an unknown function is refused with 400 before
 anything is written) and for reading results; legs run in the agent function, which this one
