@@ -1,52 +1,55 @@
 """Outlast: durable agent runs that survive timeouts, evictions and kills.
 
-This module is the public surface; everything else is implementation.
+This module is the public surface: what users write and catch. Everything else is
+implementation; the machinery a platform needs (``run_leg``, dispatchers, the control-flow
+exceptions that unwind a leg) lives in its own modules (``outlast.leg``, ``outlast.dispatch``,
+``outlast.errors``).
 """
 
 from outlast.app import App, DurableFunction, RunView
 from outlast.budget import Budget
 from outlast.context import Context
-from outlast.dispatch import CollectingDispatcher, Dispatcher, NullDispatcher
 from outlast.errors import (
-    DurableControl,
     FunctionNotFoundError,
-    HandOff,
-    LeaseLost,
+    InvalidInputError,
     NonDeterminismError,
     NonRetryableError,
     OutlastError,
     RunFailedError,
     RunNotFinishedError,
     StepFailedError,
-    Suspend,
-    TargetError,
+    StepInterruptedError,
+    StepTimeoutError,
 )
-from outlast.leg import LegOutcome, run_leg
 from outlast.retry import NO_RETRY, RetryPolicy
+from outlast.values import StoredValueError, register_codec
+from statestore import (
+    RunConflictError,
+    RunNotFoundError,
+    RunStatus,
+)
 
 __all__ = [
     "NO_RETRY",
     "App",
     "Budget",
-    "CollectingDispatcher",
     "Context",
-    "Dispatcher",
-    "DurableControl",
     "DurableFunction",
     "FunctionNotFoundError",
-    "HandOff",
-    "LeaseLost",
-    "LegOutcome",
+    "InvalidInputError",
     "NonDeterminismError",
     "NonRetryableError",
-    "NullDispatcher",
     "OutlastError",
     "RetryPolicy",
+    "RunConflictError",
     "RunFailedError",
     "RunNotFinishedError",
+    "RunNotFoundError",
+    "RunStatus",
     "RunView",
     "StepFailedError",
-    "Suspend",
-    "TargetError",
-    "run_leg",
+    "StepInterruptedError",
+    "StepTimeoutError",
+    "StoredValueError",
+    "register_codec",
 ]

@@ -11,14 +11,19 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from outlast.budget import Budget
 from outlast.dispatch import CollectingDispatcher, Dispatcher
-from outlast.errors import FunctionNotFoundError, RunFailedError, RunNotFinishedError
+from outlast.errors import (
+    FunctionNotFoundError,
+    InvalidInputError,
+    RunFailedError,
+    RunNotFinishedError,
+)
 from outlast.leg import LegOutcome, run_leg
 from outlast.retry import RetryPolicy
-from outlast.values import from_plain, rebuild, to_json_view, to_plain
+from outlast.values import from_plain, input_adapter, rebuild, to_json_view, to_plain
 from statestore import (
     EntryKind,
     EntryStatus,
@@ -56,8 +61,33 @@ class DurableFunction(Generic[R]):
     def start(self, input: Any = None, *, run_id: str | None = None) -> str:
         return self.app.start(self.name, input, run_id=run_id)
 
+    def validate_input(self, value: Any) -> Any:
+        """``value`` as the function's declared input type; ``InvalidInputError`` if it is not.
+
+        The input is the second positional parameter (``fn(ctx, input)``); without an
+        annotation (or with ``Any``) any storable value is accepted as it is.
+        """
+        adapter = input_adapter(self.fn)
+        if adapter is None:
+            return value
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            raise InvalidInputError(
+                f"input of durable function {self.name!r} is not valid: {_first_errors(exc)}"
+            ) from None
+
     def __repr__(self) -> str:
         return f"<durable {self.name} on app {self.app.name!r}>"
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "input"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 class RunView(BaseModel):
@@ -192,10 +222,11 @@ class App:
         Nothing runs yet: a leg (``run_leg``, ``drive``, the emulator, Lambda, a worker) runs it.
         """
         name = function.name if isinstance(function, DurableFunction) else function
-        self.function(name)
+        durable = self.function(name)
         given = run_id is not None
         run_id = validate_run_id(run_id) if run_id is not None else uuid.uuid4().hex
-        plain = to_plain(input)
+        # Refused before anything is written, naming the field: not deep in user code later.
+        plain = to_plain(durable.validate_input(input))
         # Canonical (map keys sorted), so a retry whose client ordered the keys differently is
         # the same start. Raises TypeError for an unstorable input before anything is written.
         input_hash = canonical_hash(plain)
@@ -281,9 +312,7 @@ class App:
     def journal(self, run_id: str) -> list[JournalEntry]:
         return self.store.hot.read_journal(run_id)
 
-    def retry(
-        self, run_id: str, *, from_seq: int | None = None, as_id: str | None = None
-    ) -> str:
+    def retry(self, run_id: str, *, from_seq: int | None = None, as_id: str | None = None) -> str:
         """Re-open a failed or blocked run with the current code; return the id that continues.
 
         The journal is kept up to the entry that failed (or up to ``from_seq``), and the run
@@ -309,8 +338,10 @@ class App:
         if not journal or journal[-1].kind is not EntryKind.STEP:
             return seq
         name, start = journal[-1].name, seq
-        while start > 0 and journal[start - 1].name == name and (
-            journal[start - 1].status is EntryStatus.RETRY
+        while (
+            start > 0
+            and journal[start - 1].name == name
+            and (journal[start - 1].status is EntryStatus.RETRY)
         ):
             start -= 1
         return start

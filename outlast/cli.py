@@ -24,7 +24,7 @@ from rich.table import Table
 
 from outlast.app import App
 from outlast.emulator import Emulator, EmulatorReport, Event, Faults
-from outlast.errors import TargetError
+from outlast.errors import InvalidInputError, TargetError
 from outlast.report import run_report
 from outlast.targets import load_target, normalize_target, same_target
 from outlast.worker.cli import register as register_worker
@@ -298,6 +298,8 @@ def run(
         app = durable.app
         try:
             rid = app.start(durable.name, payload, run_id=run_id, tags={"target": target})
+        except InvalidInputError as exc:
+            fail(f"--input: {exc}")
         except (TypeError, ValueError, RecursionError) as exc:
             fail(f"--input cannot be stored: {exc}")
         except StateStoreError as exc:

@@ -204,6 +204,7 @@ class Context:
         tier: TierHint = None,
         timeout: float | None = None,
         max_interruptions: int | None = None,
+        at_most_once: bool = False,
         **kwargs: Any,
     ) -> R:
         """Run ``fn(*args, **kwargs)`` once, durably: a replay returns the committed result.
@@ -212,6 +213,9 @@ class Context:
         the retry policy treats like any other failure. ``max_interruptions`` caps the attempts
         cut short by their leg dying (default: the app's); then the step fails with
         ``StepInterruptedError`` naming its expected duration and the leg's budget.
+        ``at_most_once=True`` is for side effects that must not repeat (a payment, an email): if
+        a leg died while it was in flight, the next leg raises ``StepInterruptedError`` instead
+        of running it again.
         """
         _check_timeout(timeout)
         step = name or step_name_of(fn)
@@ -225,8 +229,7 @@ class Context:
                 continue
             self.stats.steps_replayed += 1
             if entry.status is EntryStatus.ERROR:
-                assert entry.error is not None
-                raise StepFailedError(step, entry.error, entry.attempt, entry.seq)
+                raise _replayed_failure(step, entry)
             return values.rebuild(fn, self._value(entry))  # type: ignore[no-any-return]
         return self._live_step(
             fn,
@@ -240,6 +243,7 @@ class Context:
             key=f"{self.run_id}:{start_seq}:{step}",
             timeout=timeout,
             max_interruptions=max_interruptions,
+            at_most_once=at_most_once,
         )
 
     def map(
@@ -286,9 +290,7 @@ class Context:
             self.stats.steps_replayed += 1
             if entry.status is EntryStatus.ERROR:
                 assert entry.error is not None
-                failures[index] = StepFailedError(
-                    entry.name, entry.error, entry.attempt, entry.seq
-                )
+                failures[index] = _replayed_failure(entry.name, entry)
             else:
                 results[index] = values.rebuild(fn, self._value(entry))
 
@@ -346,9 +348,10 @@ class Context:
         key: str,
         timeout: float | None = None,
         max_interruptions: int | None = None,
+        at_most_once: bool = False,
     ) -> R:
         self._live = True
-        self._check_interruptions(step, max_interruptions)
+        self._check_interruptions(step, 1 if at_most_once else max_interruptions, at_most_once)
         while True:
             attempt += 1
             if retry_at is not None:
@@ -398,7 +401,7 @@ class Context:
             self.stats.steps_executed += 1
             return values.rebuild(fn, committed.value)  # type: ignore[no-any-return]
 
-    def _check_interruptions(self, step: str, cap: int | None) -> None:
+    def _check_interruptions(self, step: str, cap: int | None, at_most_once: bool) -> None:
         """Fail the step if its leg died under it too often (once per leg, at that seq)."""
         if self._interrupted_seq < 0 or self._leased.record.next_seq != self._interrupted_seq:
             return
@@ -406,23 +409,30 @@ class Context:
         cap = cap if cap is not None else self._max_interruptions
         if count < cap:
             return
-        expected = self._timings.expected(step)
-        known = f"{expected:.1f}s" if expected > 0 else "unknown: it never finished"
-        budget = (
-            "no time limit" if self._leg_seconds == float("inf") else f"{self._leg_seconds:.1f}s"
-        )
-        exc = StepInterruptedError(
-            f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
-            f"out while it ran); expected duration {known}, leg budget {budget}. Give the leg "
-            "more time, split the step, or give it a timeout"
-        )
-        info = error_info(exc)
-        now = utcnow()
+        if at_most_once:
+            message = (
+                f"step {step!r} is at_most_once and was in flight when its leg died; whether it "
+                "took effect is unknown, so it is not run again"
+            )
+        else:
+            expected = self._timings.expected(step)
+            known = f"{expected:.1f}s" if expected > 0 else "unknown: it never finished"
+            budget = (
+                "no time limit"
+                if self._leg_seconds == float("inf")
+                else f"{self._leg_seconds:.1f}s"
+            )
+            message = (
+                f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
+                f"out while it ran); expected duration {known}, leg budget {budget}. Give the "
+                "leg more time, split the step, or give it a timeout"
+            )
+        info = ErrorInfo(type=StepInterruptedError.__qualname__, message=message)
         failed = self._commit_step(
-            step, EntryStatus.ERROR, None, info, count, now, {"interrupted": count}
+            step, EntryStatus.ERROR, None, info, count, utcnow(), {"interrupted": count}
         )
         self.stats.steps_executed += 1
-        raise StepFailedError(step, info, count, failed.entry.seq) from exc
+        raise StepInterruptedError(step, info, count, failed.entry.seq)
 
     def _with_timeout(
         self,
@@ -575,6 +585,23 @@ class Context:
         """A random float in [0, 1), journaled."""
         return float(self._deterministic(EntryKind.RANDOM, "random", _random.random))
 
+    def patched(self, change_id: str) -> bool:
+        """Has this run reached this point with code that has the change ``change_id``?
+
+        True for runs that get here with the new code (a marker is journaled), False for runs
+        whose journal already passed this point with the old code: they keep the old path, as
+        DBOS's ``patch()`` and Temporal's ``patched()`` let them. Once no run on the old path is
+        left, the check (and the old path) can go.
+        """
+        entry = self._peek()
+        if entry is None:
+            self._buffer(EntryKind.PATCH, change_id, None)
+            return True
+        if entry.kind is EntryKind.PATCH and entry.name == change_id:
+            self._advance()
+            return True
+        return False
+
     def uuid(self) -> str:
         """A random UUID (as a string), journaled."""
         return str(self._deterministic(EntryKind.RANDOM, "uuid", lambda: str(_uuid.uuid4())))
@@ -661,6 +688,12 @@ class Context:
     def mark_lease_lost(self) -> None:
         """Called by a heartbeat that failed to renew: stop before the next operation."""
         self._lost = True
+
+
+def _replayed_failure(step: str, entry: JournalEntry) -> StepFailedError:
+    assert entry.error is not None
+    kind = StepInterruptedError if entry.error.type == "StepInterruptedError" else StepFailedError
+    return kind(step, entry.error, entry.attempt, entry.seq)
 
 
 def _check_timeout(timeout: float | None) -> None:

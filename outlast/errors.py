@@ -23,6 +23,10 @@ class FunctionNotFoundError(OutlastError, LookupError):
     """A run names a durable function that this app did not register."""
 
 
+class InvalidInputError(OutlastError, ValueError):
+    """A run's input that does not match the durable function's input annotation."""
+
+
 class TargetError(OutlastError, ValueError):
     """A CLI target (``module:function`` or ``path.py:function``) that cannot be loaded."""
 
@@ -45,11 +49,13 @@ class StepFailedError(OutlastError):
         )
 
 
-class StepInterruptedError(OutlastError):
-    """A step was in flight when its leg died, was killed or timed out, too many times.
+class StepInterruptedError(StepFailedError):
+    """A step was in flight when its leg died, was killed or timed out, and may not run again.
 
-    Committed as the step's failure (so ``StepFailedError`` reaches the code, live and on
-    replay) and names what to change: the step's expected duration against the leg's budget.
+    Either it was interrupted ``max_interruptions`` times (it is longer than its leg can give
+    it), or it is ``at_most_once`` and was interrupted once (a payment, an email: whether it
+    took effect is unknown, so it is not repeated). Committed as the step's failure, so the same
+    error reaches the code live and on replay; ``except StepFailedError`` catches it too.
     """
 
 
@@ -131,5 +137,6 @@ class NonDeterminismError(DurableControl):
         super().__init__(
             f"run {run_id!r} is not deterministic at seq {seq}: the journal has {journal} but "
             f"the code {code if code.startswith('returned') else 'called ' + code}; the code "
-            "changed under the run (runs started on old code must finish on it)"
+            'changed under the run. Guard such a change with `if ctx.patched("change-id"):` '
+            "so runs already past this point keep the old path"
         )

@@ -41,7 +41,7 @@ from outlast.errors import (
     Suspend,
 )
 from outlast.journal_cache import PROCESS_CACHE, JournalCache, ReplayJournal
-from outlast.values import from_plain, to_plain
+from outlast.values import from_plain, input_adapter, to_plain
 from statestore import (
     LeasedRun,
     LeaseHeldError,
@@ -276,6 +276,15 @@ def _failed(
 
 
 def _call(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
+    adapter = input_adapter(fn)
+    if adapter is not None:
+        # The declared type, live and on every replay (an input stored before the annotation
+        # changed fails the run here, clearly, instead of deep in the code).
+        run_input = adapter.validate_python(run_input)
+    return _call_with(fn, ctx, run_input)
+
+
+def _call_with(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
     # A durable function may take (ctx) or (ctx, input).
     try:
         params = inspect.signature(fn).parameters

@@ -640,3 +640,31 @@ def _untagged(plain: Any) -> Any:
             return _untagged(plain.get("v"))
         return {k: _untagged(v) for k, v in plain.items()}
     return plain
+
+
+@lru_cache(maxsize=1024)
+def _input_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations just mean "no validation"
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2:
+        return None
+    annotation = hints.get(positional[1].name, inspect.Signature.empty)
+    if annotation in (inspect.Signature.empty, Any, object):
+        return None
+    try:
+        return TypeAdapter(annotation)
+    except Exception:  # noqa: BLE001 - an annotation pydantic cannot model is not validated
+        return None
+
+
+def input_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    """A validator for ``fn(ctx, input)``'s input annotation, or None if it declares none."""
+    target = getattr(fn, "__func__", fn)
+    try:
+        return _input_adapter(target)
+    except TypeError:  # unhashable callables are not cached
+        return None

@@ -188,6 +188,7 @@ class EntryKind(StrEnum):
     CLOCK = "clock"
     RANDOM = "random"
     CHILD = "child"
+    PATCH = "patch"  # ctx.patched(id) reached by code that has the change
 
 
 class EntryStatus(StrEnum):

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from outlast import App, Budget, CollectingDispatcher, Context
+from outlast import App, Budget, Context
+from outlast.dispatch import CollectingDispatcher
 from outlast.journal_cache import JournalCache
 from statestore import (
     EntryKind,
