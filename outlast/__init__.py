@@ -7,6 +7,7 @@ exceptions that unwind a leg) lives in its own modules (``outlast.leg``, ``outla
 """
 
 from outlast.app import App, DurableFunction, RunView
+from outlast.async_context import AsyncContext
 from outlast.budget import Budget
 from outlast.context import Context
 from outlast.errors import (
@@ -32,6 +33,7 @@ from statestore import (
 __all__ = [
     "NO_RETRY",
     "App",
+    "AsyncContext",
     "Budget",
     "Context",
     "DurableFunction",

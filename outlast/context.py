@@ -16,6 +16,7 @@ Only exceptions raised by the user's own step functions are the user's.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random as _random
 import threading
@@ -218,6 +219,7 @@ class Context:
         of running it again.
         """
         _check_timeout(timeout)
+        _refuse_coroutine(fn)
         step = name or step_name_of(fn)
         start_seq = self.seq
         attempt, retry_at = 0, None
@@ -266,6 +268,7 @@ class Context:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         _check_timeout(timeout)
+        _refuse_coroutine(fn)
         work = list(items)
         base = name or step_name_of(fn)
         start_seq = self.seq
@@ -690,6 +693,15 @@ class Context:
         self._lost = True
 
 
+def _refuse_coroutine(fn: Callable[..., Any]) -> None:
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"{step_name_of(fn)} is an async function: a sync durable function cannot await it. "
+            "Make the durable function `async def` (it then gets an AsyncContext) and "
+            "`await ctx.step(...)`"
+        )
+
+
 def _replayed_failure(step: str, entry: JournalEntry) -> StepFailedError:
     assert entry.error is not None
     kind = StepInterruptedError if entry.error.type == "StepInterruptedError" else StepFailedError
@@ -708,8 +720,14 @@ def _most_serious(stops: list[DurableControl]) -> DurableControl:
         if found:
             return found[0]
     suspends = [s for s in stops if isinstance(s, Suspend)]
-    wakes = [s.wake_at for s in suspends if s.wake_at]
-    return Suspend(min(wakes) if wakes else None, None) if suspends else stops[0]
+    if not suspends:
+        return stops[0]
+    # Parked until the earliest timer, or until the signal the first waiter waits for: whatever
+    # comes first wakes the run, and every branch looks again. (A record names one signal; a
+    # second branch waiting for another name is woken by the timer or the first signal.)
+    wakes = [s.wake_at for s in suspends if s.wake_at is not None]
+    names = [s.waiting_for for s in suspends if s.waiting_for is not None]
+    return Suspend(min(wakes) if wakes else None, names[0] if names else None)
 
 
 def _retry_at(entry: JournalEntry) -> datetime | None:

@@ -17,17 +17,20 @@ journal cache forgets the run: only a leg that ended cleanly knows exactly what 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from outlast.async_context import AsyncContext, is_async
 from outlast.budget import Budget
 from outlast.context import Context, error_info
 from outlast.dispatch import Dispatcher, NullDispatcher
@@ -91,7 +94,7 @@ def run_leg(
     heartbeat: float | None = None,
     cache: JournalCache = PROCESS_CACHE,
     fault: Callable[[str], None] | None = None,
-    on_context: Callable[[Context], None] | None = None,
+    on_context: Callable[[Context | AsyncContext], None] | None = None,
 ) -> LegOutcome:
     """Run one leg of ``run_id`` and say how it ended.
 
@@ -138,14 +141,24 @@ def run_leg(
         cache.forget(run_id)
         _give_back(app, leased, exc, transient=exc.transient)
         raise
-    ctx = Context(
-        leased=leased,
-        journal=journal,
-        budget=budget,
-        retry=app.retry_policy,
-        inline_wait=app.inline_wait,
-        max_interruptions=app.max_interruptions,
-    )
+    ctx: Context | AsyncContext
+    try:
+        ctx = (AsyncContext if is_async(durable.fn) else Context)(
+            leased=leased,
+            journal=journal,
+            budget=budget,
+            retry=app.retry_policy,
+            inline_wait=app.inline_wait,
+            max_interruptions=app.max_interruptions,
+        )
+    except StateStoreError as exc:  # an async context reads the whole journal up front
+        cache.forget(run_id)
+        _give_back(app, leased, exc, transient=exc.transient)
+        raise
+    except NonDeterminismError as exc:
+        leased.end(RunStatus.FAILED, error=error_info(exc))
+        cache.forget(run_id)
+        return LegOutcome(run_id=run_id, leg=leg, status="failed", detail=str(exc))
     if on_context is not None:
         on_context(ctx)
     beat = _Heartbeat(leased, lease_ttl, heartbeat, ctx) if heartbeat else None
@@ -217,7 +230,7 @@ def _keep_journal(cache: JournalCache, leased: LeasedRun, journal: ReplayJournal
 
 
 def _finish(
-    ctx: Context,
+    ctx: Context | AsyncContext,
     leased: LeasedRun,
     fn: Callable[..., Any],
     function: str,
@@ -275,13 +288,39 @@ def _failed(
     return outcome("failed", detail)
 
 
-def _call(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
+def _call(fn: Callable[..., Any], ctx: Context | AsyncContext, run_input: Any) -> Any:
     adapter = input_adapter(fn)
     if adapter is not None:
         # The declared type, live and on every replay (an input stored before the annotation
         # changed fails the run here, clearly, instead of deep in the code).
         run_input = adapter.validate_python(run_input)
+    if isinstance(ctx, AsyncContext):
+        args = (run_input,) if _takes_input(fn) else ()
+        return _run_coroutine(ctx.run(fn, *args))
     return _call_with(fn, ctx, run_input)
+
+
+def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run the leg's event loop in this thread, or in a thread of its own if one already runs."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outlast-leg-loop") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _takes_input(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p
+        for p in params.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return not (len(positional) == 1 and positional[0].kind is not inspect.Parameter.VAR_POSITIONAL)
 
 
 def _call_with(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
@@ -307,7 +346,9 @@ class _Heartbeat:
     the two never race each other's compare-and-set.
     """
 
-    def __init__(self, leased: LeasedRun, ttl: float, every: float, ctx: Context) -> None:
+    def __init__(
+        self, leased: LeasedRun, ttl: float, every: float, ctx: Context | AsyncContext
+    ) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop,
@@ -317,7 +358,9 @@ class _Heartbeat:
         )
         self._thread.start()
 
-    def _loop(self, leased: LeasedRun, ttl: float, every: float, ctx: Context) -> None:
+    def _loop(
+        self, leased: LeasedRun, ttl: float, every: float, ctx: Context | AsyncContext
+    ) -> None:
         while not self._stop.wait(every):
             try:
                 leased.renew(timedelta(seconds=ttl))

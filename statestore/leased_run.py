@@ -266,7 +266,9 @@ class LeasedRun:
         self.commit((), RunUpdate(release_lease=True, handoff=True))
         return self._record
 
-    def take_signal(self, name: str) -> Committed | None:
+    def take_signal(
+        self, name: str, meta: dict[str, str | int | float | bool | None] | None = None
+    ) -> Committed | None:
         """Move the oldest pending signal ``name`` into the journal (after the buffered reads)."""
         with self._lock:
             self._check()
@@ -274,7 +276,7 @@ class LeasedRun:
                 self._append([], None)
             try:
                 entry = self.store.hot.take_signal(
-                    self.run_id, self.token, name, self._record.next_seq
+                    self.run_id, self.token, name, self._record.next_seq, meta
                 )
             except StateStoreError as exc:
                 self._broken = exc

@@ -255,5 +255,6 @@ def why_not_runnable(record: RunRecord, now: datetime) -> str:
         )
     if record.waiting_for and (record.wake_at is None or record.wake_at > now):
         return f"{run} waits for signal {record.waiting_for!r}"
-    assert record.wake_at is not None
+    if record.wake_at is None:
+        return f"{run} is {record.status.value} with nothing to wake it"
     return f"{run} sleeps until {record.wake_at.isoformat()}"
