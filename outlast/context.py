@@ -16,6 +16,7 @@ Only exceptions raised by the user's own step functions are the user's.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import random as _random
@@ -153,6 +154,11 @@ class Context:
         self._local = threading.local()
         self._lost = False
         self._live = False
+        # A branch of ctx.parallel journals its operations with meta["scope"] (e.g. "7.1/": the
+        # parallel at seq 7, branch 1); the root context has none. Branches share the root's
+        # lease state and stats.
+        self._scope = ""
+        self._root = self
         self.stats = LegStats()
         # Wraps each live step attempt (platforms trace steps with it): hook(name, attempt, key).
         self.step_hook: StepHook | None = None
@@ -337,6 +343,86 @@ class Context:
             raise failures[min(failures)]
         return [results[i] for i in range(len(work))]
 
+    def parallel(
+        self,
+        *branches: Callable[[Context], Any],
+        max_concurrency: int | None = None,
+        collect_failures: bool = False,
+    ) -> list[Any]:
+        """Run different branches side by side; results come back in branch order.
+
+        Each branch is ``def branch(ctx: Context)`` called with a context of its own (a scope):
+        it may step, map, sleep and wait, and its operations replay as its own sequence,
+        whatever the interleaving with other branches. Branches run on threads,
+        ``max_concurrency`` at once. A failure raises once every branch ended: the first
+        branch's by index, or with ``collect_failures=True`` an ``ExceptionGroup`` of all.
+        """
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        at = self.seq
+        prefix = f"{self._scope}{at}."
+        owned: list[list[JournalEntry]] = [[] for _ in branches]
+        # A parallel's entries follow its call as one block (the code after it runs only when
+        # every branch ended), each marked with its branch's scope.
+        while (entry := self._peek()) is not None:
+            scope = entry.meta.get("scope")
+            if not (isinstance(scope, str) and scope.startswith(prefix)):
+                break
+            head = scope[len(prefix) :].split("/", 1)[0]
+            if not head.isdigit() or int(head) >= len(branches):
+                raise NonDeterminismError(
+                    self.run_id,
+                    entry.seq,
+                    f"{entry.kind.value} {entry.name!r} of branch {head}",
+                    f"a parallel of {len(branches)} branches",
+                )
+            owned[int(head)].append(entry)
+            self._replay.advance()
+        children = [self._branch(f"{prefix}{i}/", owned[i]) for i in range(len(branches))]
+        results: dict[int, Any] = {}
+        failures: dict[int, Exception] = {}
+        stops: list[DurableControl] = []
+
+        def run_branch(index: int) -> None:
+            if stops:
+                return
+            try:
+                results[index] = branches[index](children[index])
+                left = children[index].unreplayed()
+                if left is not None:
+                    raise NonDeterminismError(
+                        self.run_id,
+                        left.seq,
+                        f"{left.kind.value} {left.name!r}",
+                        f"branch {index} returned before it",
+                    )
+            except DurableControl as exc:
+                stops.append(exc)
+            except Exception as exc:  # noqa: BLE001 - reported below as the caller chose
+                failures[index] = exc
+
+        width = min(max_concurrency or len(branches), len(branches)) or 1
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="outlast-branch") as pool:
+            list(pool.map(run_branch, range(len(branches))))
+        if stops:
+            raise _most_serious(stops)
+        if failures:
+            if collect_failures:
+                raise ExceptionGroup(
+                    f"{len(failures)} of {len(branches)} branches failed",
+                    [failures[i] for i in sorted(failures)],
+                )
+            raise failures[min(failures)]
+        return [results[i] for i in range(len(branches))]
+
+    def _branch(self, scope: str, entries: list[JournalEntry]) -> Context:
+        child = copy.copy(self)
+        child._scope = scope
+        child._replay = _Entries(entries)  # type: ignore[assignment]
+        child._local = threading.local()
+        child._timings = StepTimings(entries)
+        return child
+
     def _live_step(
         self,
         fn: Callable[..., R],
@@ -498,7 +584,7 @@ class Context:
             attempt=attempt,
             started_at=started,
             ended_at=utcnow(),
-            meta=meta,
+            meta=self._scoped(meta),
             tier=tier,
         )
         [committed] = self._write(lambda: self._leased.commit([op]))
@@ -559,7 +645,8 @@ class Context:
             return values.from_plain(self._value(entry))
         self._live = True
         with self._lock:
-            taken = self._write(lambda: self._leased.take_signal(name))
+            scope = self._scoped({})
+            taken = self._write(lambda: self._leased.take_signal(name, scope or None))
             if taken is not None:
                 return values.from_plain(taken.value)
             if deadline is not None and utcnow() >= deadline:
@@ -655,7 +742,12 @@ class Context:
         self._live = True
         now = utcnow()
         op = Operation(
-            kind=kind, name=name, value=value, started_at=now, ended_at=now, meta=meta or {}
+            kind=kind,
+            name=name,
+            value=value,
+            started_at=now,
+            ended_at=now,
+            meta=self._scoped(meta or {}),
         )
         with self._lock:
             return self._write(lambda: self._leased.buffer(op))
@@ -679,18 +771,38 @@ class Context:
         except UnstorableValueError:
             raise
         except LeaseLostError as exc:
-            self._lost = True
+            self._root._lost = True
             raise LeaseLost(str(exc)) from None
         except StateStoreError as exc:
             raise StoreFailure(exc) from exc
 
+    def _scoped(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {**meta, "scope": self._scope} if self._scope else meta
+
     def _check_lease(self) -> None:
-        if self._lost:
+        if self._root._lost:
             raise LeaseLost(f"run {self.run_id!r}: the lease was lost")
 
     def mark_lease_lost(self) -> None:
         """Called by a heartbeat that failed to renew: stop before the next operation."""
-        self._lost = True
+        self._root._lost = True
+
+
+class _Entries:
+    """A branch's share of the journal, replayed in order (the ``ReplayJournal`` interface)."""
+
+    def __init__(self, entries: list[JournalEntry]) -> None:
+        self._entries = entries
+        self._index = 0
+        self.total = len(entries)
+
+    def peek(self) -> JournalEntry | None:
+        return self._entries[self._index] if self._index < self.total else None
+
+    def advance(self) -> JournalEntry:
+        entry = self._entries[self._index]
+        self._index += 1
+        return entry
 
 
 def _refuse_coroutine(fn: Callable[..., Any]) -> None:
