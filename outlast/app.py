@@ -81,6 +81,14 @@ class DurableFunction(Generic[R]):
         return f"<durable {self.name} on app {self.app.name!r}>"
 
 
+def _awaited_child(record: RunRecord) -> str | None:
+    """The child run a suspended run waits for, if it still takes legs."""
+    waiting = record.waiting_for or ""
+    if record.status is not RunStatus.SUSPENDED or not waiting.startswith("child:"):
+        return None
+    return waiting.removeprefix("child:")
+
+
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for err in exc.errors()[:limit]:
@@ -307,7 +315,13 @@ class App:
         return self.store.hot.put_signal(run_id, name, stored)
 
     def cancel(self, run_id: str) -> RunView:
-        return self._view(self.store.hot.cancel(run_id))
+        """End a run, and every child run it started that has not ended; a leg holding one stops
+        at its next write. A parent waiting on the run hears that it was cancelled."""
+        from outlast.children import cancel_tree, notify_parent
+
+        record = cancel_tree(self, run_id)
+        notify_parent(self, record)
+        return self._view(record)
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         return self.store.hot.read_journal(run_id)
@@ -429,6 +443,14 @@ class App:
             record = self.store.hot.get_run(run_id)
             if not record.status.takes_legs:
                 return self._view(record)
+            child = _awaited_child(record)
+            found = self.store.hot.find_run(child) if child is not None else None
+            if child is not None and found is not None and found.status.takes_legs:
+                # Waits for a child run: drive it here too, as a worker or Lambda would.
+                settled = self.drive(child, leg_seconds=leg_seconds, max_wait=max_wait, poll=poll)
+                if not settled.status.takes_legs:
+                    waited_since = None
+                    continue
             if outcome.status in ("handed_off", "completed", "failed"):
                 waited_since = None
                 continue

@@ -35,6 +35,7 @@ from typing import Any, TypeVar, overload
 
 from outlast import values
 from outlast.budget import Budget, StepTimings
+from outlast.children import RECHECK, ChildRuns, child_result, child_run_id, child_signal
 from outlast.context import (
     DEFAULT_INLINE_WAIT,
     LegStats,
@@ -72,6 +73,7 @@ from statestore import (
     TierHint,
     UnstorableValueError,
     utcnow,
+    validate_run_id,
 )
 
 T = TypeVar("T")
@@ -100,6 +102,7 @@ class _Shared:
     interrupted: int = 0
     interrupted_seq: int = -1
     leg_seconds: float = float("inf")
+    children: ChildRuns | None = None
 
 
 class AsyncContext:
@@ -115,6 +118,7 @@ class AsyncContext:
         inline_wait: float = DEFAULT_INLINE_WAIT,
         logger: logging.Logger | None = None,
         max_interruptions: int = 3,
+        children: ChildRuns | None = None,
     ) -> None:
         entries: list[JournalEntry] = []
         while journal.peek() is not None:
@@ -144,6 +148,7 @@ class AsyncContext:
             interrupted=record.interrupted,
             interrupted_seq=record.interrupted_seq,
             leg_seconds=budget.remaining(),
+            children=children,
         )
         self._scope = ""
         self._counter = 0
@@ -656,6 +661,54 @@ class AsyncContext:
     async def uuid(self) -> str:
         """A random UUID (as a string), journaled."""
         return str(await self._deterministic(EntryKind.RANDOM, "uuid", lambda: str(_uuid.uuid4())))
+
+    async def run_child(
+        self, function: str | Any, child_input: Any = None, *, run_id: str | None = None
+    ) -> Any:
+        """Start a child run and wait for it to end (see ``Context.run_child``)."""
+        name = function if isinstance(function, str) else str(function.name)
+        # Both ids are claimed before the first await, so concurrent children number alike.
+        op, wait_op = self._claim(), self._claim()
+        replayed = self._replay(op, EntryKind.CHILD, name)
+        children = self._shared.children
+        if replayed:
+            child_id = str(self._value(replayed[-1]))
+        else:
+            if children is None:
+                raise RuntimeError("child runs need a leg run by an App (run_leg gives one)")
+            child_id = validate_run_id(run_id) if run_id else child_run_id(self.run_id, op)
+            try:
+                await asyncio.to_thread(children.start, self.run_id, name, child_input, child_id)
+            except StateStoreError as exc:
+                raise StoreFailure(exc) from exc
+            self._buffer(op, EntryKind.CHILD, name, child_id)
+        signal = child_signal(child_id)
+        waited = self._replay(wait_op, EntryKind.SIGNAL, signal)
+        if waited:
+            return child_result(values.from_plain(self._value(waited[-1])), function)
+        assert children is not None
+        taken = self._take(signal, wait_op)
+        if taken is None:
+            try:
+                ended = await asyncio.to_thread(children.report_if_ended, self.run_id, child_id)
+            except StateStoreError as exc:
+                raise StoreFailure(exc) from exc
+            if ended:
+                taken = self._take(signal, wait_op)
+        if taken is None:
+            raise Suspend(utcnow() + RECHECK, signal)
+        return child_result(values.from_plain(taken.value), function)
+
+    def _take(self, name: str, op: str) -> Committed | None:
+        self._shared.live = True
+        self._check_lease()
+        try:
+            return self._shared.leased.take_signal(name, {"op": op})
+        except LeaseLostError as exc:
+            self._shared.lost = True
+            raise LeaseLost(str(exc)) from None
+        except StateStoreError as exc:
+            raise StoreFailure(exc) from exc
 
     async def patched(self, change_id: str) -> bool:
         """True for runs reaching this point with the new code (see ``Context.patched``).

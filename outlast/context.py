@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from outlast import values
 from outlast.budget import Budget, StepTimings
+from outlast.children import RECHECK, ChildRuns, child_result, child_run_id, child_signal
 from outlast.errors import (
     DurableControl,
     HandOff,
@@ -59,6 +60,7 @@ from statestore import (
     TierHint,
     UnstorableValueError,
     utcnow,
+    validate_run_id,
 )
 
 T = TypeVar("T")
@@ -133,8 +135,10 @@ class Context:
         inline_wait: float = DEFAULT_INLINE_WAIT,
         logger: logging.Logger | None = None,
         max_interruptions: int = 3,
+        children: ChildRuns | None = None,
     ) -> None:
         self.run_id = leased.run_id
+        self._children = children
         self.leg = leased.leg
         self._leased = leased
         self._store = leased.store
@@ -674,6 +678,58 @@ class Context:
     def random(self) -> float:
         """A random float in [0, 1), journaled."""
         return float(self._deterministic(EntryKind.RANDOM, "random", _random.random))
+
+    def run_child(
+        self, function: str | Any, child_input: Any = None, *, run_id: str | None = None
+    ) -> Any:
+        """Start a child run of ``function`` (a durable function or its name), durably and
+        idempotently, and suspend until it ends; return its result or raise its failure
+        (``RunFailedError``). The child runs in legs of its own, on the same platform.
+
+        Its id is ``run_id``, or one derived from this run's id and seq, so a replay or a later
+        leg finds the same child instead of starting another.
+        """
+        name = function if isinstance(function, str) else str(function.name)
+        entry = self._peek()
+        if entry is not None:
+            self._expect(entry, EntryKind.CHILD, name)
+            self._advance()
+            child_id = str(self._value(entry))
+        else:
+            children = self._need_children()
+            child_id = validate_run_id(run_id) if run_id else child_run_id(self.run_id, self.seq)
+            with self._infrastructure():
+                children.start(self.run_id, name, child_input, child_id)
+            self._buffer(EntryKind.CHILD, name, child_id)
+        outcome = self._wait_child(child_id)
+        return child_result(outcome, function)
+
+    def _need_children(self) -> ChildRuns:
+        if self._children is None:
+            raise RuntimeError("child runs need a leg run by an App (run_leg gives one)")
+        return self._children
+
+    def _wait_child(self, child_id: str) -> Any:
+        name = child_signal(child_id)
+        entry = self._peek()
+        if entry is not None:
+            self._expect(entry, EntryKind.SIGNAL, name)
+            self._advance()
+            return values.from_plain(self._value(entry))
+        self._live = True
+        children = self._need_children()
+        scope = self._scoped({}) or None
+        with self._lock:
+            taken = self._write(lambda: self._leased.take_signal(name, scope))
+            if taken is None:
+                with self._infrastructure():
+                    ended = children.report_if_ended(self.run_id, child_id)
+                if ended:
+                    taken = self._write(lambda: self._leased.take_signal(name, scope))
+            if taken is not None:
+                return values.from_plain(taken.value)
+        # Woken by the child's signal; the timer is a fallback if that signal was lost.
+        raise Suspend(utcnow() + RECHECK, name)
 
     def patched(self, change_id: str) -> bool:
         """Has this run reached this point with code that has the change ``change_id``?

@@ -42,6 +42,7 @@ from pydantic import BaseModel
 
 from outlast.app import App
 from outlast.budget import StepTimings
+from outlast.children import SIGNAL_PREFIX
 from outlast.leg import LegOutcome
 from outlast.leg_main import CONFIG_EXIT, STORE_EXIT, WATCHDOG_EXIT
 from outlast.testing.faults import PHASES
@@ -261,6 +262,14 @@ class Emulator:
                     self.on_event(Event("recover", None, "no leg holds the run"), tally.report)
                 tally.deliveries.append(None)
                 return True
+            child = (record.waiting_for or "").removeprefix(SIGNAL_PREFIX)
+            if record.status is RunStatus.SUSPENDED and child != (record.waiting_for or ""):
+                found = hot.find_run(child)
+                if found is not None and found.status.takes_legs:
+                    # It waits for a child run: drive the child (with the same faults) first.
+                    self.on_event(Event("wait", None, f"for child run {child}"), tally.report)
+                    self.run(child)
+                    continue
             if record.status is RunStatus.SUSPENDED and (
                 record.waiting_for is not None
                 or record.wake_at is None

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from outlast.async_context import AsyncContext, is_async
 from outlast.budget import Budget
+from outlast.children import ChildRuns, notify_parent
 from outlast.context import Context, error_info
 from outlast.dispatch import Dispatcher, NullDispatcher
 from outlast.errors import (
@@ -150,6 +151,7 @@ def run_leg(
             retry=app.retry_policy,
             inline_wait=app.inline_wait,
             max_interruptions=app.max_interruptions,
+            children=ChildRuns(app, dispatcher),
         )
     except StateStoreError as exc:  # an async context reads the whole journal up front
         cache.forget(run_id)
@@ -182,7 +184,12 @@ def run_leg(
 
     try:
         try:
-            return _finish(ctx, leased, durable.fn, record.function, run_input, dispatcher, outcome)
+            ended = _finish(
+                ctx, leased, durable.fn, record.function, run_input, dispatcher, outcome
+            )
+            if leased.record.status.terminal:
+                notify_parent(app, leased.record)  # a parent waiting on this child wakes
+            return ended
         finally:
             if beat is not None:
                 beat.stop()

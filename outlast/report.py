@@ -68,6 +68,8 @@ class RunReport(BaseModel):
     legs: list[LegSummary]
     tokens: dict[str, int]
     restart_tax: RestartTax
+    parent: str | None = None
+    children: list[str] = []
     result: Any = None
 
     def render(self, console: Console) -> None:
@@ -85,6 +87,10 @@ class RunReport(BaseModel):
             + ", ".join(f"{k} {v}" for k, v in sorted(self.entries_by_kind.items())),
             highlight=False,
         )
+        if self.parent:
+            console.print(f"parent run {self.parent}", highlight=False)
+        if self.children:
+            console.print(f"child runs {', '.join(self.children)}", highlight=False)
         if self.waiting_for:
             console.print(f"waiting for signal {self.waiting_for!r}")
         if self.error:
@@ -217,6 +223,10 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
         steps=sorted(steps.values(), key=lambda s: -s.seconds),
         legs=legs,
         tokens={**tokens, "total": tokens["input"] + tokens["output"]},
+        parent=record.tags.get("parent"),
+        children=[
+            str(store.decode(run_id, e.value)) for e in journal if e.kind is EntryKind.CHILD
+        ],
         restart_tax=RestartTax(
             interruptions=interruptions,
             tokens_saved=saved_tokens,
