@@ -268,12 +268,14 @@ class Context:
         retry: RetryPolicy | None = None,
         tier: TierHint = None,
         timeout: float | None = None,
+        collect_failures: bool = False,
     ) -> list[R]:
         """Run ``fn(item)`` for each item as its own durable step, ``max_concurrency`` at once.
 
         Results come back in item order. Each item is journaled as ``name[i]`` when it finishes,
         so an interruption costs only the items in flight. If items fail for good, the failure of
-        the lowest index is raised (as ``StepFailedError``) once every item has ended.
+        the lowest index is raised (as ``StepFailedError``) once every item has ended, or with
+        ``collect_failures=True`` an ``ExceptionGroup`` of every failed item's.
         """
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -344,6 +346,11 @@ class Context:
         if stops:
             raise _most_serious(stops)
         if failures:
+            if collect_failures:
+                raise ExceptionGroup(
+                    f"{len(failures)} of {len(work)} items failed",
+                    [failures[i] for i in sorted(failures)],
+                )
             raise failures[min(failures)]
         return [results[i] for i in range(len(work))]
 

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from outlast import App
+from outlast import App, Context
 from outlast.platforms.api import MAX_BODY_BYTES, ApiHandler
 from tests.lambda_platform.conftest import Tiers
 from tests.lambda_platform.support import AGENT, CapturingLambda, load_event
@@ -168,7 +169,7 @@ BAD_REQUESTS = [
     pytest.param(
         "POST",
         "/runs",
-        json.dumps({"function": "squares", "input": "x" * MAX_BODY_BYTES}),
+        json.dumps({"function": "stash", "input": "x" * MAX_BODY_BYTES}),
         413,
         "too_large",
         id="oversized-start",
@@ -213,11 +214,11 @@ def test_bad_requests_get_a_clear_4xx_and_write_nothing(
 def test_the_body_limit_counts_decoded_bytes_for_base64(api: ApiHandler, app: App) -> None:
     # Over the limit once base64-encoded (as API Gateway delivers it), under it decoded.
     body = json.dumps(
-        {"function": "squares", "run_id": "big", "input": "y" * (MAX_BODY_BYTES - 100)}
+        {"function": "stash", "run_id": "big", "input": "y" * (MAX_BODY_BYTES - 100)}
     )
     assert len(base64.b64encode(body.encode())) > MAX_BODY_BYTES
     assert call(api, request("POST", "/runs", body, base64_body=True))[0] == 202
-    assert app.store.hot.get_run("big").function == "squares"
+    assert app.store.hot.get_run("big").function == "stash"
 
 
 # Random hex: zstd cannot squeeze it under the tiny inline limit below, so a value that got as
@@ -236,7 +237,7 @@ def tight_app(tiers: Tiers) -> Iterator[App]:
 REFUSED_LARGE = [
     pytest.param(
         "/runs",
-        json.dumps({"function": "squares", "run_id": "exists", "input": {"big": BIG}}),
+        json.dumps({"function": "stash", "run_id": "exists", "input": {"big": BIG}}),
         409,
         "conflict",
         id="run-id-taken-with-other-input",
@@ -294,7 +295,7 @@ def test_an_accepted_large_start_does_reach_the_cold_tier(
 ) -> None:
     # Guards the test above: a large value the API accepts is a blob under its run's prefix.
     api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
-    body = json.dumps({"function": "squares", "run_id": "large", "input": {"big": BIG}})
+    body = json.dumps({"function": "stash", "run_id": "large", "input": {"big": BIG}})
     assert call(api, request("POST", "/runs", body))[0] == 202
     assert [k for k in tiers.cold_objects() if "/runs/large/" in k]
 
@@ -420,7 +421,7 @@ def test_delete_removes_the_run_from_both_tiers(
     tight_app: App, lam: CapturingLambda, tiers: Tiers
 ) -> None:
     api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
-    tight_app.start("squares", {"big": BIG}, run_id="doomed")
+    tight_app.start("stash", {"big": BIG}, run_id="doomed")
     tight_app.start("squares", 1, run_id="kept")
     assert [k for k in tiers.cold_objects() if "/runs/doomed/" in k]
     assert call(api, request("DELETE", "/runs/doomed")) == (
@@ -496,8 +497,8 @@ def test_refused_retries_and_deletes_write_nothing(
 ) -> None:
     # Inputs in the cold tier: a fork refused too late would leave copies of them behind.
     api = ApiHandler(tight_app, agent_function=AGENT, lambda_client=lam)
-    tight_app.start("squares", {"big": BIG}, run_id="exists")
-    tight_app.start("squares", {"big": BIG, "n": 2}, run_id="ended")
+    tight_app.start("stash", {"big": BIG}, run_id="exists")
+    tight_app.start("stash", {"big": BIG, "n": 2}, run_id="ended")
     tight_app.cancel("ended")
     failed_run(tight_app)
     before = snapshot(tight_app, tiers)
@@ -510,3 +511,29 @@ def test_refused_retries_and_deletes_write_nothing(
     assert snapshot(tight_app, tiers) == before
     assert tight_app.journal("failed") == journal
     assert lam.invokes == []
+
+
+def test_an_input_that_does_not_match_the_annotation_is_refused_with_400(
+    app: App, tiers: Tiers, lam: CapturingLambda
+) -> None:
+    @app.durable()
+    def charge(ctx: Context, order: Order) -> str:
+        return order.amount
+
+    api = ApiHandler(app, agent_function=AGENT, lambda_client=lam)
+    before = snapshot(app, tiers)
+    body = json.dumps({"function": "charge", "run_id": "o-1", "input": {"id": "not a number"}})
+    status, answer = call(api, request("POST", "/runs", body))
+    assert status == 400
+    assert answer["error"]["code"] == "invalid_input"
+    assert (
+        "id:" in answer["error"]["message"]
+        and "amount: Field required" in answer["error"]["message"]
+    )
+    assert snapshot(app, tiers) == before
+    assert lam.take() == []
+
+
+class Order(BaseModel):
+    id: int
+    amount: str

@@ -137,3 +137,26 @@ def test_a_changed_branch_count_is_a_non_determinism(app: App) -> None:
     view = app.drive(run_id)
     assert view.status is RunStatus.FAILED
     assert view.error is not None and view.error.type == "NonDeterminismError"
+
+
+def test_a_sync_map_collects_every_failure_when_asked(app: App) -> None:
+    def check(i: int) -> int:
+        if i in (1, 3):
+            raise ValueError(f"item {i}")
+        return i
+
+    @app.durable()
+    def audit(ctx: Context) -> list[int]:
+        try:
+            ctx.map(check, range(5), retry=ONCE, collect_failures=True)
+        except ExceptionGroup as eg:
+            return [
+                int(str(e.error.message).split()[-1])
+                for e in eg.exceptions
+                if isinstance(e, StepFailedError)
+            ]
+        return []
+
+    run_id = app.start("audit")
+    assert app.drive(run_id).status is RunStatus.SUCCEEDED
+    assert app.result(run_id) == [1, 3]
