@@ -516,3 +516,27 @@ def test_rebuild_turns_legacy_dicts_into_the_declared_model() -> None:
     assert box.kind is Color.GREEN
     boxes = rebuild(returns_boxes, [legacy])
     assert [type(b) for b in boxes] == [Box]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values(nan=False))
+def test_a_step_sees_live_exactly_what_its_replay_gives(value: Any) -> None:
+    """Through the runtime: the value code gets back from a live step equals, type for type,
+    what a replay of the committed journal gives it."""
+    from outlast import App, Context
+    from outlast.testing.replay import replay_context
+    from statestore import StateStore
+    from statestore.backends.memory import MemoryColdTier, MemoryHotTier
+
+    app = App("typed", store=StateStore(MemoryHotTier(inline_limit=256), MemoryColdTier()))
+    seen: list[Any] = []
+
+    @app.durable()
+    def flow(ctx: Context) -> None:
+        seen.append(ctx.step(lambda: value, name="make"))
+
+    run_id = app.start("flow")
+    app.drive(run_id)
+    flow.fn(replay_context(app, run_id))
+    live, replayed = seen
+    assert shape(live) == shape(replayed) == shape(value)
