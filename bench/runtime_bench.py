@@ -7,6 +7,16 @@ Run from the repository root::
 - step overhead: inside a running leg, each iteration times a plain call of a trivial function
   and then ``ctx.step`` of the same function (live, committed by a fenced append); the sample is
   the difference. SQLite and Redis (AOF on) hot tiers, a directory cold tier.
+- async step overhead: the same in an ``async def`` durable function (an ``AsyncContext``): each
+  iteration times ``await`` of a trivial ``async def`` and then ``await ctx.step`` of it (awaited
+  on the leg's event loop); and, apart, ``await ctx.step`` of the sync trivial function (which an
+  async context runs in a thread). Printed next to the sync figures, with the async/sync ratio
+  of the p50s (target: within 2x).
+- typed values: ``outlast.values.to_plain`` + ``statestore.codec.encode`` (what a commit does to
+  a step's result) and ``codec.decode`` + ``values.from_plain`` (what a replay does), for a dict
+  of 10 plain fields, a pydantic model with nested models, enums, datetimes, a UUID and a
+  Decimal, a dataclass, and a list of 100 such dataclass rows: microseconds per value, p50 of
+  ``--value-repeats`` timings, no store involved.
 - resume: a fresh interpreter imports this module (the app), then the clock starts and it calls
   ``app.run_leg``; the clock stops when the first step the journal does not hold starts running.
   Runs of 100, 1000 and 10,000 entries on SQLite; the median of several legs.
@@ -28,6 +38,8 @@ internal.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import enum
 import json
 import os
 import random
@@ -39,14 +51,18 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from outlast import App, Budget, Context  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from outlast import App, AsyncContext, Budget, Context, values  # noqa: E402
 from outlast.emulator import Emulator, Faults  # noqa: E402
 from statestore import RunStatus, codec, open_store  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
@@ -57,6 +73,7 @@ RESUME_SIZES = (100, 1000, 10_000)
 # Targets from the runtime issue (2-core machine).
 TARGET_OVERHEAD_P50_US = {"sqlite": 200.0, "redis": 500.0}
 TARGET_RESUME_MS = ("1000", 50.0)
+TARGET_ASYNC_RATIO = 2.0  # async step p50 within 2x of the sync step p50 (the async issue)
 TARGET_TAX = 1.02
 
 MAP_ITEMS = 16
@@ -86,6 +103,31 @@ def overhead_fn(ctx: Context, args: dict[str, int]) -> int:
         trivial(i)
         t1 = clock()
         ctx.step(trivial, i)
+        t2 = clock()
+        _samples.append(((t2 - t1) - (t1 - t0)) / 1000)
+    return args["n"]
+
+
+async def atrivial(i: int) -> int:
+    return i
+
+
+async def aoverhead_fn(ctx: AsyncContext, args: dict[str, int]) -> int:
+    """``overhead_fn`` in an async function; with ``thread`` set, the step is the sync
+    ``trivial``, which an async context runs in a worker thread."""
+    clock = time.perf_counter_ns
+    in_thread = bool(args.get("thread"))
+    for i in range(args["n"]):
+        if in_thread:
+            t0 = clock()
+            trivial(i)
+            t1 = clock()
+            await ctx.step(trivial, i)
+        else:
+            t0 = clock()
+            await atrivial(i)
+            t1 = clock()
+            await ctx.step(atrivial, i)
         t2 = clock()
         _samples.append(((t2 - t1) - (t1 - t0)) / 1000)
     return args["n"]
@@ -204,16 +246,24 @@ class Overhead:
     samples: int
 
 
-def step_overhead(hot_url: str, cold_url: str, steps: int, profile: bool) -> Overhead:
+OVERHEAD_KINDS = ("sync", "async", "async-thread")
+
+
+def step_overhead(
+    hot_url: str, cold_url: str, steps: int, profile: bool, kind: str = "sync"
+) -> Overhead:
+    """``kind``: ``sync`` (``ctx.step`` in a sync function), ``async`` (``await ctx.step`` of an
+    ``async def`` in an async function) or ``async-thread`` (of a sync def, in a thread)."""
     bench = App("bench-overhead", store=open_store(hot_url, cold_url))
-    durable = bench.durable()(overhead_fn)
+    durable = bench.durable()(overhead_fn if kind == "sync" else aoverhead_fn)
+    extra = {"thread": 1} if kind == "async-thread" else {}
     try:
         # Warm-up run: imports, connections, statement and script caches, pydantic adapters.
         _samples.clear()
-        bench.run_leg(durable.start({"n": 200}), budget=Budget.seconds(3600))
+        bench.run_leg(durable.start({"n": 200, **extra}), budget=Budget.seconds(3600))
         _samples.clear()
-        run_id = durable.start({"n": steps})
-        backend = hot_url.partition(":")[0]
+        run_id = durable.start({"n": steps, **extra})
+        backend = f"{hot_url.partition(':')[0]} {kind}"
 
         def leg() -> Any:
             return bench.run_leg(run_id, budget=Budget.seconds(3600))
@@ -240,6 +290,142 @@ def _profiled(call: Any, title: str) -> Any:
     print(f"\n===== profile: {title} (sorted by own time) =====", file=sys.stderr)
     print(out.getvalue(), file=sys.stderr)
     return result
+
+
+# ---------------------------------------------------------------------- typed values
+
+
+class Tier(enum.StrEnum):
+    FREE = "free"
+    PRO = "pro"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    HIGH = 3
+
+
+class Address(BaseModel):
+    street: str
+    city: str
+    country: str
+    since: dt.date
+
+
+class Contact(BaseModel):
+    email: str
+    phone: str | None
+    verified_at: dt.datetime  # aware
+
+
+class Customer(BaseModel):
+    id: UUID
+    name: str
+    tier: Tier
+    priority: Priority
+    created: dt.datetime  # aware, with an offset
+    last_seen: dt.datetime  # naive
+    balance: Decimal
+    address: Address
+    contacts: list[Contact]
+    tags: list[str]
+
+
+@dataclass
+class Row:
+    id: int
+    sku: str
+    qty: int
+    price: Decimal
+    at: dt.datetime
+    status: Tier
+    note: str | None
+
+
+def typed_samples() -> dict[str, Any]:
+    rng = random.Random(7)
+    aware = dt.datetime(2026, 5, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    plain = {
+        f"f{i}": (rng.randrange(10**6), f"text-{i}", rng.random(), i % 2 == 0, None)[i % 5]
+        for i in range(10)
+    }
+    customer = Customer(
+        id=UUID(int=rng.getrandbits(128)),
+        name="Ada Lovelace",
+        tier=Tier.PRO,
+        priority=Priority.HIGH,
+        created=aware,
+        last_seen=dt.datetime(2026, 5, 2, 8, 0, 0, 123456),
+        balance=Decimal("1234.56"),
+        address=Address(
+            street="12 Byron St", city="London", country="UK", since=dt.date(2020, 1, 2)
+        ),
+        contacts=[
+            Contact(
+                email=f"ada{i}@example.com", phone=None if i else "+44 20 0000", verified_at=aware
+            )
+            for i in range(2)
+        ],
+        tags=["vip", "beta", "eu"],
+    )
+
+    def row(i: int) -> Row:
+        return Row(
+            id=i,
+            sku=f"SKU-{i:05d}",
+            qty=rng.randrange(1, 20),
+            price=Decimal(rng.randrange(100, 99999)) / 100,
+            at=aware + dt.timedelta(minutes=i),
+            status=Tier.FREE if i % 3 else Tier.PRO,
+            note=None if i % 4 else "gift",
+        )
+
+    return {
+        "dict of 10 fields": plain,
+        "pydantic model": customer,
+        "dataclass": row(0),
+        "100 dataclass rows": [row(i) for i in range(100)],
+    }
+
+
+@dataclass
+class ValueCost:
+    encode_us: float  # to_plain + codec.encode, p50
+    decode_us: float  # codec.decode + from_plain, p50
+    encode_p99_us: float
+    decode_p99_us: float
+    frame_bytes: int
+
+
+def typed_values(repeats: int) -> dict[str, ValueCost]:
+    where = codec.Location(run_id="bench", seq=0, tier="hot")
+    clock = time.perf_counter_ns
+    out: dict[str, ValueCost] = {}
+    for label, value in typed_samples().items():
+        frame = codec.encode(values.to_plain(value))
+        back = values.from_plain(codec.decode(frame, where))
+        assert back == value, (label, back)
+        assert type(back) is type(value), (label, type(back))
+        for _ in range(min(200, repeats)):  # warm-up: caches of class paths and encoders
+            values.from_plain(codec.decode(codec.encode(values.to_plain(value)), where))
+        enc: list[float] = []
+        dec: list[float] = []
+        for _ in range(repeats):
+            t0 = clock()
+            data = codec.encode(values.to_plain(value))
+            t1 = clock()
+            values.from_plain(codec.decode(data, where))
+            t2 = clock()
+            enc.append((t1 - t0) / 1000)
+            dec.append((t2 - t1) / 1000)
+        out[label] = ValueCost(
+            encode_us=pct(enc, 50),
+            decode_us=pct(dec, 50),
+            encode_p99_us=pct(enc, 99),
+            decode_p99_us=pct(dec, 99),
+            frame_bytes=len(frame),
+        )
+    return out
 
 
 # ---------------------------------------------------------------------- map
@@ -471,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000, help="timed steps per backend")
     parser.add_argument("--resume-repeats", type=int, default=5)
     parser.add_argument("--map-runs", type=int, default=20, help="timed ctx.map runs per backend")
+    parser.add_argument(
+        "--value-repeats", type=int, default=2000, help="timings per typed value (encode/decode)"
+    )
     parser.add_argument("--tax-seeds", type=int, default=3)
     parser.add_argument("--tax-steps", type=int, default=200)
     parser.add_argument("--tax-work", type=float, default=0.01, help="CPU seconds per step")
@@ -499,18 +688,28 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(app.close)
 
         overhead: dict[str, Overhead] = {}
+        async_overhead: dict[str, dict[str, Overhead]] = {}
         mapped: dict[str, MapFigures] = {}
-        progress(f"step overhead: {args.steps} steps on sqlite")
-        overhead["sqlite"] = step_overhead(
-            f"sqlite:///{tmp}/overhead.db", cold, args.steps, args.profile
-        )
+
+        def overheads(backend: str, url: str) -> None:
+            # Sync, then async, then async of a sync def: one leg of --steps steps each.
+            progress(f"step overhead: {args.steps} steps on {backend}")
+            overhead[backend] = step_overhead(url, cold, args.steps, args.profile)
+            for kind in OVERHEAD_KINDS[1:]:
+                progress(f"{kind} step overhead: {args.steps} steps on {backend}")
+                async_overhead.setdefault(backend, {})[kind] = step_overhead(
+                    url, cold, args.steps, args.profile, kind
+                )
+
+        overheads("sqlite", f"sqlite:///{tmp}/overhead.db")
         progress(f"map: {args.map_runs} runs on sqlite")
         mapped["sqlite"] = map_bench(f"sqlite:///{tmp}/map.db", cold, args.map_runs)
         with redis_url(tmp) as url:
-            progress(f"step overhead: {args.steps} steps on redis")
-            overhead["redis"] = step_overhead(url, cold, args.steps, args.profile)
+            overheads("redis", url)
             progress(f"map: {args.map_runs} runs on redis")
             mapped["redis"] = map_bench(url, cold, args.map_runs)
+        progress(f"typed values: {args.value_repeats} encodes and decodes of each")
+        typed = typed_values(args.value_repeats)
 
         resumed = resume(args.resume_repeats, args.profile)
         tax = (
@@ -519,9 +718,35 @@ def main(argv: list[str] | None = None) -> int:
             else restart_tax(tmp, args.tax_seeds, args.tax_steps, args.tax_work, args.tax_kill_rate)
         )
 
-    print(f"{'step overhead':<16} {'n':>6} {'p50 us':>9} {'p99 us':>9}")
+    print(f"{'step overhead':<22} {'n':>6} {'p50 us':>9} {'p99 us':>9} {'vs sync p50':>12}")
     for name, o in overhead.items():
-        print(f"{name:<16} {o.samples:>6} {o.p50:>9.1f} {o.p99:>9.1f}")
+        print(f"{name + ' sync':<22} {o.samples:>6} {o.p50:>9.1f} {o.p99:>9.1f} {'':>12}")
+        for kind, a in async_overhead.get(name, {}).items():
+            ratio = a.p50 / o.p50
+            print(
+                f"{name + ' ' + kind:<22} {a.samples:>6} {a.p50:>9.1f} {a.p99:>9.1f} "
+                f"{ratio:>11.2f}x"
+            )
+    print(
+        "  (async: await ctx.step of an async def, on the leg's event loop; async-thread: "
+        "await ctx.step of a sync def, which runs in a worker thread)"
+    )
+    print()
+    print(
+        f"{'typed value':<20} {'bytes':>6} {'encode us':>10} {'p99':>8} {'decode us':>10} "
+        f"{'p99':>8}"
+    )
+    for label, c in typed.items():
+        print(
+            f"{label:<20} {c.frame_bytes:>6} {c.encode_us:>10.1f} {c.encode_p99_us:>8.1f} "
+            f"{c.decode_us:>10.1f} {c.decode_p99_us:>8.1f}"
+        )
+    rows = typed["100 dataclass rows"]
+    print(
+        "  (encode: values.to_plain + codec.encode; decode: codec.decode + values.from_plain; "
+        f"per row of the 100: {rows.encode_us / 100:.1f} us to encode, "
+        f"{rows.decode_us / 100:.1f} us to decode)"
+    )
     print()
     print(f"{'ctx.map 16x24KB':<16} {'runs':>6} {'p50 ms':>9} {'p99 ms':>9} {'drive p50 ms':>13}")
     for name, m in mapped.items():
@@ -554,6 +779,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, target in TARGET_OVERHEAD_P50_US.items():
         p50 = overhead[name].p50
         print(f"step overhead p50 {name} {p50:.1f} us <= {target:.0f} us: {verdict(p50 <= target)}")
+    for name, o in overhead.items():
+        a = async_overhead[name]["async"]
+        ratio = a.p50 / o.p50
+        ok = verdict(ratio <= TARGET_ASYNC_RATIO)
+        print(
+            f"async/sync ratio {name} {ratio:.2f} (async p50 {a.p50:.1f} us, sync p50 "
+            f"{o.p50:.1f} us) within {TARGET_ASYNC_RATIO:.0f}x: {ok}"
+        )
     size, limit = TARGET_RESUME_MS
     ms = resumed[size]["resume_ms"]
     print(f"resume at {size} entries {ms:.1f} ms <= {limit:.0f} ms: {verdict(ms <= limit)}")
@@ -565,6 +798,27 @@ def main(argv: list[str] | None = None) -> int:
         figures: dict[str, Any] = {
             "step_overhead_p50_us": {k: round(v.p50, 1) for k, v in overhead.items()},
             "step_overhead_p99_us": {k: round(v.p99, 1) for k, v in overhead.items()},
+            "async_step_overhead_p50_us": {
+                f"{k} {kind}": round(v.p50, 1)
+                for k, kinds in async_overhead.items()
+                for kind, v in kinds.items()
+            },
+            "async_step_overhead_p99_us": {
+                f"{k} {kind}": round(v.p99, 1)
+                for k, kinds in async_overhead.items()
+                for kind, v in kinds.items()
+            },
+            "async_sync_ratio_p50": {
+                k: round(async_overhead[k]["async"].p50 / v.p50, 2) for k, v in overhead.items()
+            },
+            "typed_value_us": {
+                label: {
+                    "encode": round(c.encode_us, 1),
+                    "decode": round(c.decode_us, 1),
+                    "bytes": c.frame_bytes,
+                }
+                for label, c in typed.items()
+            },
             "map_p50_ms": {k: round(v.p50_ms, 2) for k, v in mapped.items()},
             "map_p99_ms": {k: round(v.p99_ms, 2) for k, v in mapped.items()},
             "resume_ms": {k: round(v["resume_ms"], 1) for k, v in resumed.items()},

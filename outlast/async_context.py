@@ -103,6 +103,7 @@ class _Shared:
     interrupted_seq: int = -1
     leg_seconds: float = float("inf")
     children: ChildRuns | None = None
+    local_store: bool = False
 
 
 class AsyncContext:
@@ -149,6 +150,8 @@ class AsyncContext:
             interrupted_seq=record.interrupted_seq,
             leg_seconds=budget.remaining(),
             children=children,
+            local_store=leased.store.hot.scheme in ("sqlite", "memory")
+            and leased.store.cold.scheme in ("file", "memory"),
         )
         self._scope = ""
         self._counter = 0
@@ -217,16 +220,22 @@ class AsyncContext:
         any of them stopped is what the leg acts on.
         """
         stops: list[DurableControl] = []
+        deaths: list[BaseException] = []
         result: Any = None
         try:
             result = await fn(self, *args)
         except DurableControl as exc:
             stops.append(exc)
+        # Anything else from the function itself propagates at once: the user's error fails
+        # the run; a kill or an interpreter exit stops the leg (the loop cancels the rest).
         while self._shared.tasks:
             pending = list(self._shared.tasks)
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
             self._shared.tasks.difference_update(pending)
             stops.extend(o for o in outcomes if isinstance(o, DurableControl))
+            deaths.extend(o for o in outcomes if _is_death(o))
+        if deaths:
+            raise deaths[0]
         if stops:
             raise _most_serious(stops)
         return result
@@ -559,7 +568,11 @@ class AsyncContext:
         leased = self._shared.leased
         before, clock = leased.commits, time.perf_counter()
         try:
-            [committed] = await asyncio.to_thread(leased.commit, [operation])
+            if self._shared.local_store:
+                # A local store commits in microseconds: a thread hop would cost more than it.
+                [committed] = leased.commit([operation])
+            else:
+                [committed] = await asyncio.to_thread(leased.commit, [operation])
         except UnstorableValueError:
             raise
         except LeaseLostError as exc:
@@ -801,6 +814,9 @@ class AsyncContext:
 async def _settle(tasks: list[asyncio.Task[Any]], collect_failures: bool) -> list[Any]:
     """Wait for every task; raise the way the caller chose, control flow first."""
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    deaths = [o for o in outcomes if _is_death(o)]
+    if deaths:
+        raise deaths[0]  # a kill (or an interpreter exit) outranks any way a branch stopped
     stops = [o for o in outcomes if isinstance(o, DurableControl)]
     if stops:
         raise _most_serious(stops)
@@ -813,6 +829,14 @@ async def _settle(tasks: list[asyncio.Task[Any]], collect_failures: bool) -> lis
             )
         raise failures[0]
     return list(outcomes)
+
+
+def _is_death(outcome: object) -> bool:
+    """A ``BaseException`` that is neither the user's error nor the runtime's control flow."""
+    return (
+        isinstance(outcome, BaseException)
+        and not isinstance(outcome, Exception | DurableControl | asyncio.CancelledError)
+    )
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

@@ -81,6 +81,7 @@ class ChaosConfig:
     p_recreate: float = 0.15
     p_refused: float = 0.25
     p_evolve: float = 0.08
+    p_async: float = 0.35  # the run is of the async twin of chaos_flow (drawn apart: see _plan)
     p_catch: float = 0.25
     p_burst: float = 0.15  # a burst of 150 uuids before a step
     burst: int = 150
@@ -298,6 +299,12 @@ class Driver:
     def _plan(self, rng: random.Random, index: int) -> _Plan:
         cfg = self.cfg
         evolve = rng.random() < cfg.p_evolve
+        # From an rng of its own, so adding async runs left every other draw of a seed as it was.
+        flow = (
+            "achaos_flow"
+            if seeded(cfg.seed, index, "async").random() < cfg.p_async
+            else "chaos_flow"
+        )
         incarnations = 2 if rng.random() < cfg.p_recreate else 1
         inputs: list[dict[str, Any]] = []
         for _ in range(incarnations):
@@ -323,7 +330,7 @@ class Driver:
                 }
             )
         return _Plan(
-            function="evolve" if evolve else "chaos_flow",
+            function="evolve" if evolve else flow,
             inputs=inputs,
             zombie=rng.random() < cfg.p_zombie,
             refused=rng.random() < cfg.p_refused,
@@ -631,7 +638,7 @@ class Driver:
     def _after_expiry(self, index: int) -> None:
         rng = seeded(self.cfg.seed, index, "after-expiry")
         plan = self._plan(rng, -1)
-        if plan.function != "chaos_flow":
+        if plan.function not in ("chaos_flow", "achaos_flow"):
             return  # the code-change case needs a fresh start on v1: not after expiry
         with self._lock:
             self.report.reincarnated += 1

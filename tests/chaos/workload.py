@@ -12,6 +12,7 @@ The probes are process-wide registries keyed by ``run_key`` (``run_id#incarnatio
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from outlast import NO_RETRY, App, Context
+from outlast import NO_RETRY, App, AsyncContext, Context
 
 BIG = 24_000  # characters: above the inline limit (4096) even compressed, so it goes cold
 MEDIUM = 2_048  # above the compression threshold (1 KiB), still inline
@@ -83,16 +84,18 @@ class ZombiePlan:
 class Probes:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.tags: weakref.WeakKeyDictionary[Context, str] = weakref.WeakKeyDictionary()
+        self.tags: weakref.WeakKeyDictionary[Context | AsyncContext, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self.observed: dict[str, list[Observation]] = {}
         self.executions: Counter[tuple[str, str]] = Counter()
         self.zombies: dict[str, ZombiePlan] = {}
 
-    def tag(self, ctx: Context, who: str) -> None:
+    def tag(self, ctx: Context | AsyncContext, who: str) -> None:
         with self.lock:
             self.tags[ctx] = who
 
-    def who(self, ctx: Context) -> str:
+    def who(self, ctx: Context | AsyncContext) -> str:
         with self.lock:
             return self.tags.get(ctx, "untagged|0")
 
@@ -245,6 +248,96 @@ def evolve_v2(ctx: Context, inp: dict[str, Any]) -> dict[str, Any]:
     return {"digest": digest(out), "version": 2}
 
 
+# ---------------------------------------------------------------------- async durable function
+
+
+async def astep_body(who: str, name: str, key: str, size: int) -> dict[str, Any]:
+    PROBES.executed(who, name)  # a zombie's pause blocks the loop: SIGSTOP freezes it all
+    await asyncio.sleep(0)
+    return {"name": name, "data": blob(key, size)}
+
+
+class AsyncProbe:
+    """``Probe`` for an ``AsyncContext``. Concurrent operations get their seq when they commit,
+    so steps are observed by name; deterministic reads and signals are checked through the
+    result's digest (the reads are awaited one by one, so the journal keeps their order)."""
+
+    def __init__(self, ctx: AsyncContext) -> None:
+        self.ctx = ctx
+        self.who = PROBES.who(ctx)
+        self.det: list[str] = []
+
+    async def step(self, name: str, key: str, size: int, *, body: Any = None) -> dict[str, Any]:
+        value: dict[str, Any] = await self.ctx.step(
+            body or step_body, self.who, name, key, size, name=name
+        )
+        PROBES.observe(self.who, Observation(None, "step", name, value))
+        return value
+
+    async def fail(self, name: str, key: str) -> None:
+        await self.ctx.step(failing_body, self.who, name, key, name=name, retry=NO_RETRY)
+
+    async def map(self, n: int, key: str) -> list[dict[str, Any]]:
+        items = [(self.who, i, key, BIG if i % 2 == 0 else 512) for i in range(n)]
+        values: list[dict[str, Any]] = await self.ctx.map(map_item, items, max_concurrency=4)
+        for i, value in enumerate(values):
+            PROBES.observe(self.who, Observation(None, "step", f"map_item[{i}]", value))
+        return values
+
+    async def read(self, name: str) -> Any:
+        value: Any
+        if name == "uuid":
+            value = await self.ctx.uuid()
+        elif name == "now":
+            value = await self.ctx.now()
+        else:
+            value = await self.ctx.random()
+        self.det.append(det_token(name, value))
+        return value
+
+
+async def achaos_flow(ctx: AsyncContext, inp: dict[str, Any]) -> dict[str, Any]:
+    """``chaos_flow`` as an async function: "b" (an async body) and "c" (a sync body, in a
+    thread) run concurrently through ``asyncio.gather``."""
+    p = AsyncProbe(ctx)
+    k = f"s{inp['seed']}"
+    out: list[Any] = [await p.step("a", k + "a", SMALL)]
+    for _ in range(inp["burst"]):
+        await p.read("uuid")
+    if inp["clock"]:
+        await p.read("now")
+        await p.read("random")
+
+    async def c() -> Any:
+        if not inp["catch"]:
+            return await p.step("c", k + "c", BIG)
+        try:
+            return await p.step("c", k + "c", BIG)
+        except Exception as exc:  # the point of the workload
+            return {"caught": type(exc).__name__}
+
+    out += await asyncio.gather(p.step("b", k + "b", MEDIUM, body=astep_body), c())
+    if inp["fail"]:
+        try:
+            await p.fail("f", k + "f")
+        except Exception as exc:  # a step's own failure, caught on purpose
+            out.append({"failed": type(exc).__name__})
+    if inp["n_map"]:
+        out.append(await p.map(inp["n_map"], k + "m"))
+    if inp["sleep"]:
+        await ctx.sleep(0.05)
+    if inp["signal"]:
+        out.append(await ctx.wait_for_signal(SIGNAL))
+    out.append(await p.step("d", k + "d", SMALL))
+    return {
+        "digest": digest(out),
+        "n_uuids": inp["burst"],
+        "n_det": len(p.det),
+        "det": digest(p.det),
+    }
+
+
 def register(app: App, *, evolve_version: int = 1) -> None:
     app.durable("chaos_flow")(chaos_flow)
+    app.durable("achaos_flow")(achaos_flow)
     app.durable("evolve")(evolve_v1 if evolve_version == 1 else evolve_v2)
