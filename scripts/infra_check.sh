@@ -74,13 +74,22 @@ step "sam build (makefile builds, in source)"
 # which a bare system python3 may lack.
 PYTHON="$TOOLS/sam/bin/python" "$SAM" build --build-in-source --template-file template.yaml \
     --build-dir "$BUILD_DIR" || fail "sam build"
+# The agent and API functions are the app's code (AppCodeUri, default examples/); the handler
+# is the layer's generic outlast.platforms.lambda_entry.
 for artifact in OutlastLayer/python/statestore OutlastLayer/python/outlast \
-    OutlastLayer/python/pydantic_core AgentFunction/app.py ApiFunction/app.py SweeperFunction/app.py; do
+    OutlastLayer/python/outlast/platforms/lambda_entry.py OutlastLayer/python/pydantic_core \
+    AgentFunction/research_agent.py ApiFunction/research_agent.py SweeperFunction; do
     [[ -e "$BUILD_DIR/$artifact" ]] || fail "sam build produced no $artifact"
 done
 if ! compgen -G "$BUILD_DIR/OutlastLayer/python/pydantic_core/*cpython-313-x86_64-linux-gnu.so" >/dev/null; then
     fail "the layer's pydantic_core is not the CPython 3.13 x86_64 build"
 fi
+for absent in boto3 botocore typer rich; do
+    [[ ! -e "$BUILD_DIR/OutlastLayer/python/$absent" ]] || fail "the layer holds $absent (runtime dependencies only)"
+done
+layer_kb=$(du -sk "$BUILD_DIR/OutlastLayer" | cut -f1)
+echo "OutlastLayer unzipped: $((layer_kb / 1024)) MB"
+(( layer_kb < 40 * 1024 )) || fail "the layer is $((layer_kb / 1024)) MB unzipped (limit 40 MB)"
 
 step "layer import smoke test (python3.13)"
 # Any CPython 3.13 will do: on PATH, or installed by pyenv but not selected.
@@ -93,17 +102,23 @@ for candidate in python3.13 "$(pyenv root 2>/dev/null || echo /nonexistent)"/ver
 done
 if [[ -n "$PY313" ]]; then
     # Lambda's layout: the layer's python/ and the function's folder on sys.path, and nothing
-    # from this machine's site-packages (-I -S).
+    # from this machine's site-packages (-I -S). boto3 is the runtime's, so it is not there
+    # either: the handlers must not need it to import (they load it on first use).
     for fn in AgentFunction ApiFunction SweeperFunction; do
-        "$PY313" -I -S -c '
+        app_module=""
+        [[ $fn == SweeperFunction ]] || app_module="research_agent:app"
+        OUTLAST_APP="$app_module" LAMBDA_TASK_ROOT="$BUILD_DIR/$fn" "$PY313" -I -S -c '
 import importlib
 import sys
 
 sys.path[:0] = sys.argv[1].split(":")
-for name in ("boto3", "redis", "msgpack", "pydantic", "zstandard", "aws_lambda_powertools",
-             "aws_xray_sdk", "typer", "rich", "statestore", "outlast", "app"):
+for name in ("redis", "msgpack", "pydantic", "zstandard", "aws_lambda_powertools",
+             "aws_xray_sdk", "statestore", "outlast"):
     importlib.import_module(name)
-assert callable(sys.modules["app"].handler)
+entry = importlib.import_module("outlast.platforms.lambda_entry")
+for handler in ("agent", "api", "sweeper"):
+    assert callable(getattr(entry, handler))
+assert ("boto3" in sys.modules) is False, "a handler imported boto3 at cold start"
 ' "$BUILD_DIR/OutlastLayer/python:$BUILD_DIR/$fn" || fail "importing the built layer for $fn"
     done
     echo "layer and handlers import under $("$PY313" -V)"

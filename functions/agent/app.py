@@ -1,18 +1,18 @@
-"""Lambda entry point of the example durable agent: one invocation is one leg of a run.
+"""The agent function's handler as a module of its own (``app.handler``), for ``sam local``
+users of the earlier layout and for tests that import the handler.
 
-The research agent (``examples/research_agent.py`` and its corpus) is copied next to this file by
-the build (``functions/Makefile``), so ``examples.research_agent`` imports the same way here, in
-the repository and in the deployed package.
+Deployments name the generic handler, ``outlast.platforms.lambda_entry.agent``, and the app with
+``OUTLAST_APP``; this file only re-exports both. Without ``OUTLAST_APP`` it serves the example.
 """
 
 from __future__ import annotations
 
 import os
 
-from examples.research_agent import app
-from outlast.platforms.aws_lambda import LambdaHandler
+from outlast.platforms.aws_lambda import APP_ENV, agent_handler, load_app
 
 __all__ = ["app", "handler"]
 
-# The platform takes the app (the app knows no platform).
-handler = LambdaHandler(app, service=os.environ.get("POWERTOOLS_SERVICE_NAME", "outlast-agent"))
+SPEC = os.environ.get(APP_ENV) or "examples.research_agent:app"
+app = load_app(SPEC)
+handler = agent_handler(SPEC)

@@ -1,15 +1,17 @@
-"""Lambda entry point of the runs HTTP API (start, status, signal, cancel, retry, delete).
+"""The API function's handler as a module of its own (``app.handler``); see ``functions/agent``.
 
-It imports the agent's app for its registry (an unknown function is refused with 400 before
-anything is written) and for reading results; legs run in the agent function, which this one
-invokes asynchronously (``OUTLAST_AGENT_FUNCTION``).
+Deployments name ``outlast.platforms.lambda_entry.api``; without ``OUTLAST_APP`` this serves the
+example.
 """
 
 from __future__ import annotations
 
-from examples.research_agent import app
-from outlast.platforms.api import ApiHandler
+import os
+
+from outlast.platforms.aws_lambda import APP_ENV, api_handler, load_app
 
 __all__ = ["app", "handler"]
 
-handler = ApiHandler(app)
+SPEC = os.environ.get(APP_ENV) or "examples.research_agent:app"
+app = load_app(SPEC)
+handler = api_handler(SPEC)

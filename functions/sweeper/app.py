@@ -1,13 +1,10 @@
-"""Lambda entry point of the sweeper: re-drives runs with expired leases, wakes due runs.
-
-It needs no durable functions: it reads the hot tier's due index and invokes the agent function
-(``OUTLAST_AGENT_FUNCTION``) with a recovery event for each due run.
-"""
+"""The sweeper function's handler as a module of its own (``app.handler``); see
+``functions/agent``. Deployments name ``outlast.platforms.lambda_entry.sweeper``."""
 
 from __future__ import annotations
 
-from outlast.platforms.sweeper import SweeperHandler
+from outlast.platforms.aws_lambda import sweeper_handler
 
 __all__ = ["handler"]
 
-handler = SweeperHandler()
+handler = sweeper_handler()

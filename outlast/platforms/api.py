@@ -1,7 +1,9 @@
 """The runs HTTP API (API Gateway HTTP API, payload 2.0), served by powertools' event handler.
 
 - ``POST /runs``, body ``{"function", "input"?, "run_id"?}``: create the run (idempotent on
-  run_id and input), dispatch its first leg to the agent function; 202.
+  run_id and input), pinned to the agent version ``OUTLAST_AGENT_VERSION_ARN`` names when set,
+  and dispatch its first leg to the agent function; 202. Later dispatches (signal wakes,
+  retries) go to the version the run is pinned to.
 - ``GET /runs/{run_id}``: status, result or error, counters; 200.
 - ``POST /runs/{run_id}/signals/{name}``, body ``{"payload": ...}`` or empty: send the signal,
   and dispatch a leg if the signal woke the run; 202.
@@ -9,7 +11,9 @@
 - ``POST /runs/{run_id}/retry``, body ``{"from_seq"?: N, "as"?: "NEW_ID"}`` or empty: re-open a
   failed or blocked run (its journal kept up to the failing entry, or to ``from_seq``), or with
   ``as`` fork it (any status) into a new run that keeps entries ``0..from_seq-1``; dispatch a
-  leg of the run that continues; 202.
+  leg of the run that continues; 202. ``"version": "current"`` also moves the run that
+  continues to the agent version deployed with this API (``OUTLAST_AGENT_VERSION_ARN``): its
+  journal is then replayed by the new code, on purpose (runs otherwise keep their version).
 - ``DELETE /runs/{run_id}``: remove the run from both tiers (its id may then be reused); 200.
 
 Bad requests get a JSON ``{"error": {"code", "type", "message"}}`` and change nothing in the
@@ -44,7 +48,16 @@ import re
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from outlast.platforms.aws_lambda import InvokeClient, LambdaDispatcher, default_lambda_client
+from outlast.errors import InvalidInputError
+from outlast.platforms.aws_lambda import (
+    AGENT_VERSION_ENV,
+    PIN_TAG,
+    InvokeClient,
+    LambdaDispatcher,
+    default_lambda_client,
+    pin_of,
+    repin,
+)
 from statestore import (
     InvalidRunIdError,
     RunConflictError,
@@ -68,7 +81,7 @@ MAX_BODY_BYTES = 256 * 1024
 TRACEBACKS_ENV = "OUTLAST_API_TRACEBACKS"
 _SIGNAL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _START_FIELDS = frozenset({"function", "input", "run_id"})
-_RETRY_FIELDS = frozenset({"from_seq", "as"})
+_RETRY_FIELDS = frozenset({"from_seq", "as", "version"})
 _MAX_TRACEBACK = 32 * 1024
 
 
@@ -122,7 +135,16 @@ class ApiHandler:
         if not function:
             raise RuntimeError("OUTLAST_AGENT_FUNCTION names no agent function to dispatch to")
         client = self.lambda_client
-        return LambdaDispatcher(client if client is not None else default_lambda_client, function)
+        hot = self.app.store.hot
+
+        def pin(run_id: str) -> str | None:
+            record = hot.find_run(run_id)
+            return pin_of(record.tags) if record is not None else None
+
+        # A run's legs go to the version it is pinned to, whatever the alias says now.
+        return LambdaDispatcher(
+            client if client is not None else default_lambda_client, function, pins=pin
+        )
 
     # ------------------------------------------------------------------ routes
 
@@ -194,10 +216,19 @@ class ApiHandler:
             run_id = body.get("run_id")
             if run_id is not None:
                 run_id = _run_id(run_id)
+            # Pinned to the agent version deployed with this API (its legs all run there).
+            version = os.environ.get(AGENT_VERSION_ENV)
             try:
-                run_id = self.app.start(function, body.get("input"), run_id=run_id)
+                run_id = self.app.start(
+                    function,
+                    body.get("input"),
+                    run_id=run_id,
+                    tags={PIN_TAG: version} if version else None,
+                )
             except RunConflictError as exc:
                 raise ApiError(409, "conflict", str(exc), error_type=type(exc).__name__) from None
+            except InvalidInputError as exc:
+                raise ApiError(400, "invalid_input", str(exc)) from None
             except TypeError as exc:
                 raise ApiError(400, "bad_request", f"the input cannot be stored: {exc}") from None
             dispatched = self._dispatcher().send(_continue(run_id, 1))
@@ -259,7 +290,14 @@ class ApiHandler:
         @api.post("/runs/<run_id>/retry")
         def retry_run(run_id: str) -> Response[str]:
             run_id = _run_id(run_id)
-            from_seq, as_id = self._retry_body(api)
+            from_seq, as_id, upgrade = self._retry_body(api)
+            current = os.environ.get(AGENT_VERSION_ENV)
+            if upgrade and not current:
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f'"version": "current" needs {AGENT_VERSION_ENV} (the deployed agent version)',
+                )
             # Every refusal is decided here, before App.retry writes anything: a fork copies
             # blobs to the new run before it creates its record.
             record = self.app.store.hot.find_run(run_id)
@@ -298,6 +336,9 @@ class ApiHandler:
                 raise ApiError(
                     400, "bad_request", str(exc), error_type=type(exc).__name__
                 ) from None
+            if upgrade and current:
+                # Rolled forward on purpose: the run's next legs run the version deployed now.
+                repin(self.app.store.hot, continued, current)
             dispatched = self._dispatcher().recover(continued)
             after = self.app.store.hot.get_run(continued)
             return _json(
@@ -331,14 +372,19 @@ class ApiHandler:
                     value.pop("traceback")
         return data
 
-    def _retry_body(self, api: APIGatewayHttpResolver) -> tuple[int | None, str | None]:
+    def _retry_body(self, api: APIGatewayHttpResolver) -> tuple[int | None, str | None, bool]:
         body = self._json_body(api, required=False)
         if body is None:
-            return None, None
+            return None, None, False
         if not isinstance(body, dict) or not _RETRY_FIELDS.issuperset(body):
             raise ApiError(
-                400, "bad_request", 'the body must be {"from_seq": N, "as": "NEW_ID"} or empty'
+                400,
+                "bad_request",
+                'the body must be {"from_seq": N, "as": "NEW_ID", "version": "current"} or empty',
             )
+        version = body.get("version")
+        if version not in (None, "current", "pinned"):
+            raise ApiError(400, "bad_request", '\'version\' is "pinned" (the default) or "current"')
         from_seq = body.get("from_seq")
         if from_seq is not None and (
             isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 0
@@ -347,7 +393,7 @@ class ApiHandler:
         as_id = body.get("as")
         if as_id is not None:
             as_id = _run_id(as_id)
-        return from_seq, as_id
+        return from_seq, as_id, version == "current"
 
     # ------------------------------------------------------------------ body
 

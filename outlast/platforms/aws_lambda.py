@@ -5,8 +5,13 @@ How a leg behaves here:
 - its budget is ``context.get_remaining_time_in_millis()`` less ``OUTLAST_HANDOFF_MARGIN``;
 - its lease lasts until the invocation's deadline plus ``app.lease_margin``, so no heartbeat runs:
   Lambda kills the process at the deadline, and the lease runs out soon after;
-- a hand-off is an asynchronous invoke of the *qualified* ARN this invocation was called by (the
-  next leg runs the same code version), carrying ``{"outlast": {"action": "continue", ...}}``;
+- a hand-off is an asynchronous invoke of this invocation's function *version* (``pinned_arn``:
+  the version, not the alias it was called through, so the next leg runs the same code),
+  carrying ``{"outlast": {"action": "continue", ...}}``;
+- a run records the version it started on (the ``lambda_version`` tag); a leg delivered to
+  another version (a sweeper re-drive or DLQ redrive through the alias after a deploy) is
+  forwarded to the run's version instead of running, so a deploy never changes the code a
+  journal replays through;
 - a stale or duplicate continuation finds the lease refused and returns ``skipped``.
 
 What raises and what returns (Lambda retries an async invocation that raises, then sends it to the
@@ -26,9 +31,11 @@ a retry of this event would be stale, and the sweeper re-drives the run (it is d
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,16 +62,35 @@ if TYPE_CHECKING:
     from outlast.app import App
     from outlast.context import Context
     from outlast.leg import LegOutcome
+    from statestore import HotTier
 
 __all__ = [
+    "AGENT_VERSION_ENV",
+    "APP_ENV",
+    "PIN_TAG",
     "EventMapper",
     "InvokeClient",
     "LambdaDispatcher",
     "LambdaHandler",
     "Observability",
+    "agent_handler",
+    "api_handler",
     "default_lambda_client",
+    "load_app",
+    "pin_of",
+    "pinned_arn",
     "qualified_arn",
+    "repin",
+    "sweeper_handler",
 ]
+
+#: ``package.module:app`` (or ``package.module``, meaning its ``app``): the app the generic
+#: handlers serve, loaded once per container.
+APP_ENV = "OUTLAST_APP"
+#: The agent function's version ARN that runs started outside the agent (the API) are pinned to.
+AGENT_VERSION_ENV = "OUTLAST_AGENT_VERSION_ARN"
+#: The run tag that records the qualified ARN (function version) a run started on.
+PIN_TAG = "lambda_version"
 
 EventMapper = Callable[[dict[str, Any]], StartRequest | None]
 
@@ -115,14 +141,77 @@ def qualified_arn(context: Any) -> str:
     return f"{arn}:{version}"
 
 
-class LambdaDispatcher:
-    """``Dispatcher`` over asynchronous Lambda invokes of ``function`` (a name or an ARN)."""
+def pinned_arn(context: Any) -> str:
+    """The ARN of the function *version* running this invocation.
 
-    def __init__(self, client: InvokeClient | Callable[[], InvokeClient], function: str) -> None:
+    Invoked through an alias (``...:function:NAME:live``), this is the version the alias pointed
+    at (``...:function:NAME:7``), not the alias: after a deploy moves the alias, a run's next leg
+    must still run the code its journal was written by. Without a known version, the invoked ARN
+    as ``qualified_arn`` gives it.
+    """
+    arn = str(context.invoked_function_arn)
+    version = str(getattr(context, "function_version", "") or "")
+    if not version:
+        return qualified_arn(context)
+    base = ":".join(arn.split(":")[:7])
+    return f"{base}:{version}"
+
+
+def pin_of(tags: dict[str, str] | None) -> str | None:
+    """The function version ARN a run is pinned to, if it recorded one."""
+    pin = (tags or {}).get(PIN_TAG)
+    return pin or None
+
+
+def repin(hot: HotTier, run_id: str, version: str) -> None:
+    """Move run ``run_id`` to function version ``version`` (a qualified ARN), on purpose.
+
+    Its next legs run there and replay its journal through that code. It takes the run's lease
+    for one fenced write of the tag, so the run must be runnable (pending, or re-opened by a
+    retry); the write counts as a leg that did nothing.
+    """
+    from datetime import timedelta
+
+    from statestore import RunUpdate
+
+    lease = hot.acquire_lease(run_id, "outlast-repin", timedelta(seconds=30))
+    hot.append(run_id, lease.token, (), RunUpdate(tags={PIN_TAG: version}, release_lease=True))
+
+
+class LambdaDispatcher:
+    """``Dispatcher`` over asynchronous Lambda invokes of ``function`` (a name or an ARN).
+
+    ``pins`` maps a run id to the function version the run is pinned to (``pin_of`` its tags),
+    or None; an event about a pinned run goes to that version instead of ``function``.
+    """
+
+    def __init__(
+        self,
+        client: InvokeClient | Callable[[], InvokeClient],
+        function: str,
+        *,
+        pins: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._client = client
         self.function = function
+        self.pins = pins
         self.sent = 0
         self.failed = 0
+
+    def target(self, event: dict[str, Any]) -> str:
+        """The function (version) ``event`` goes to."""
+        if self.pins is None:
+            return self.function
+        body = event.get("outlast")
+        run_id = body.get("run_id") if isinstance(body, dict) else None
+        if not isinstance(run_id, str):
+            return self.function
+        try:
+            pinned = self.pins(run_id)
+        except StateStoreError as exc:
+            log.warning("could not read the version of run %s: %s", run_id, exc)
+            pinned = None
+        return pinned or self.function
 
     def continue_run(self, run_id: str, leg: int) -> None:
         self.send(continuation_event(run_id, leg))
@@ -135,18 +224,17 @@ class LambdaDispatcher:
         """Invoke asynchronously; False (logged) if Lambda did not accept the event."""
         client = self._client() if callable(self._client) else self._client
         payload = json.dumps(event, separators=(",", ":")).encode()
+        function = self.target(event)
         try:
-            response = client.invoke(
-                FunctionName=self.function, InvocationType="Event", Payload=payload
-            )
+            response = client.invoke(FunctionName=function, InvocationType="Event", Payload=payload)
         except Exception as exc:  # noqa: BLE001 - botocore's errors; the sweeper re-drives the run
             self.failed += 1
-            log.error("could not invoke %s with %s: %s", self.function, event, exc)
+            log.error("could not invoke %s with %s: %s", function, event, exc)
             return False
         status = response.get("StatusCode") if isinstance(response, dict) else None
         if status != 202:
             self.failed += 1
-            log.error("invoking %s with %s answered status %s", self.function, event, status)
+            log.error("invoking %s with %s answered status %s", function, event, status)
             return False
         self.sent += 1
         return True
@@ -175,6 +263,16 @@ class _LegFields(logging.Filter):
         self.run_id, self.leg, self.ctx = None, None, None
 
 
+def _tracing_enabled() -> bool:
+    """Powertools' rule for an enabled Tracer, without importing the X-Ray SDK to apply it."""
+    flag = os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower()
+    if flag in ("1", "true", "yes", "on", "y", "t"):
+        return False
+    if not os.environ.get("LAMBDA_TASK_ROOT"):
+        return False
+    return not (os.environ.get("AWS_SAM_LOCAL") or os.environ.get("AWS_CHALICE_CLI_MODE"))
+
+
 class Observability:
     """Powertools Logger, Metrics (EMF) and Tracer for the legs of one function.
 
@@ -191,24 +289,37 @@ class Observability:
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
     ) -> None:
-        from aws_lambda_powertools import Logger, Metrics, Tracer
+        from aws_lambda_powertools import Logger, Metrics
         from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
             AmazonCloudWatchEMFProvider,
         )
 
         service = service or os.environ.get("POWERTOOLS_SERVICE_NAME") or "outlast-lambda"
         namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "Outlast"
+        self.service = service
         self.logger = logger or Logger(service=service)
         # A provider with its own sets: powertools' Metrics otherwise shares one set per process.
         self.metrics = metrics or Metrics(
             provider=AmazonCloudWatchEMFProvider(namespace=namespace, service=service)
         )
-        self.tracer = tracer or Tracer(service=service)
+        # Made on first use: building a Tracer imports aws_xray_sdk (~0.1-0.2 s), which a cold
+        # start with tracing off (locally, under sam local) never needs.
+        self._tracer = tracer
         self._fields = _LegFields()
 
     @property
+    def tracer(self) -> Tracer:
+        if self._tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer(service=self.service)
+        return self._tracer
+
+    @property
     def tracing(self) -> bool:
-        return not bool(self.tracer._config.get("disabled"))
+        if self._tracer is not None:
+            return not bool(self._tracer._config.get("disabled"))
+        return _tracing_enabled()
 
     @contextmanager
     def invocation(self) -> Iterator[None]:
@@ -330,7 +441,10 @@ class LambdaHandler:
             if request is None:
                 self.obs.logger.info("event ignored: the event mapper named no run")
                 return {"status": "ignored"}
-            run_id, expect_leg = self._admit(request)
+            run_id, expect_leg = self._admit(request, context)
+            forwarded = self._forward(run_id, expect_leg, context)
+            if forwarded is not None:
+                return forwarded
             return self._leg(run_id, expect_leg, context).model_dump(mode="json")
 
     def _request(self, event: dict[str, Any], kind: str) -> Request | None:
@@ -345,7 +459,7 @@ class LambdaHandler:
             "LambdaHandler an event_mapper to map this kind of event to a run"
         )
 
-    def _admit(self, request: Request) -> tuple[str, int | None]:
+    def _admit(self, request: Request, context: Any) -> tuple[str, int | None]:
         """Create the run of a start request; the leg number the leg must be."""
         if isinstance(request, Continuation):
             return request.run_id, request.leg
@@ -353,11 +467,47 @@ class LambdaHandler:
         from statestore import RunConflictError
 
         try:
-            run_id = self.app.start(request.function, request.input, run_id=request.run_id)
+            # The run remembers the published version it started on; all its legs run there.
+            # ($LATEST is no version: its code changes under the run anyway.)
+            here = pinned_arn(context)
+            run_id = self.app.start(
+                request.function,
+                request.input,
+                run_id=request.run_id,
+                tags=None if here.endswith(":$LATEST") else {PIN_TAG: here},
+            )
         except (FunctionNotFoundError, RunConflictError) as exc:
             raise BadEventError(str(exc)) from exc
         # Leg 1 only: a re-delivered start of a run that has moved on must not run a leg.
         return run_id, 1
+
+    def _forward(self, run_id: str, expect_leg: int | None, context: Any) -> dict[str, Any] | None:
+        """Send a leg of a run pinned to another version there; the answer, or None to run it.
+
+        A run's later legs normally reach its version directly (hand-offs, and re-drives that
+        read the pin); this catches the rest, such as a dead-letter redrive through the alias.
+        """
+        here = pinned_arn(context)
+        invoked = str(getattr(context, "invoked_function_arn", "")).split(":")
+        if len(invoked) > 7 and invoked[7].isdigit():
+            # Sent to a numbered version on purpose (hand-offs, the sweeper, the API all send
+            # runs to their pinned version): no read needed on the hot path.
+            return None
+        try:
+            record = self.app.store.hot.find_run(run_id)
+        except StateStoreError:
+            return None  # the leg itself will meet the store's trouble and say so
+        pin = pin_of(record.tags) if record is not None else None
+        if pin is None or pin == here or pin.rsplit(":", 1)[-1] == here.rsplit(":", 1)[-1]:
+            return None
+        sent = LambdaDispatcher(self._client, pin).send(continuation_event(run_id, expect_leg))
+        self.obs.logger.info(
+            "leg forwarded to the run's version", extra={"run_id": run_id, "to": pin, "sent": sent}
+        )
+        if not sent:
+            # Raised, so Lambda retries this event (then dead-letters it): the leg must not vanish.
+            raise RuntimeError(f"could not forward run {run_id!r} to its version {pin}")
+        return {"run_id": run_id, "status": "forwarded", "to": pin, "leg": expect_leg}
 
     # ------------------------------------------------------------------ one leg
 
@@ -365,7 +515,7 @@ class LambdaHandler:
         from outlast.leg import LegOutcome
 
         budget = Budget.from_lambda_context(context, margin=self.app.handoff_margin)
-        dispatcher = LambdaDispatcher(self._client, qualified_arn(context))
+        dispatcher = LambdaDispatcher(self._client, pinned_arn(context))
         owner = f"lambda:{getattr(context, 'aws_request_id', '?')}"
         seen: list[Context] = []
         with self.obs.leg(run_id) as attach:
@@ -426,7 +576,7 @@ class LambdaHandler:
                 )
                 if request is None:
                     continue
-                run_id, expect_leg = self._admit(request)
+                run_id, expect_leg = self._admit(request, context)
             except (BadEventError, StateStoreError, ValueError) as exc:
                 self.obs.logger.error(
                     "message rejected", extra={"message_id": message_id, "error": str(exc)}
@@ -436,7 +586,7 @@ class LambdaHandler:
             admitted.append((message_id, run_id, expect_leg))
 
         budget = Budget.from_lambda_context(context, margin=self.app.handoff_margin)
-        later = LambdaDispatcher(self._client, qualified_arn(context))
+        later = LambdaDispatcher(self._client, pinned_arn(context))
         for message_id, run_id, expect_leg in admitted:
             if budget.remaining() - budget.margin < self.min_leg_seconds:
                 # Too little time for a useful leg here: let a fresh invocation run it.
@@ -458,3 +608,105 @@ class LambdaHandler:
 def monotonic_deadline(context: Any) -> float:
     """The invocation's deadline on the ``time.monotonic()`` clock."""
     return time.monotonic() + float(context.get_remaining_time_in_millis()) / 1000.0
+
+
+# ---------------------------------------------------------------------- the generic handlers
+
+_apps: dict[str, App] = {}
+_handlers: dict[str, Any] = {}
+
+
+def load_app(spec: str | None = None) -> App:
+    """The app ``spec`` (default ``$OUTLAST_APP``) names: ``package.module:app``, loaded once.
+
+    The attribute may be an ``App`` or one of its durable functions (its app is served). The
+    function's own directory (``LAMBDA_TASK_ROOT``, or the working directory) is importable.
+    """
+    from outlast.app import App, DurableFunction
+
+    spec = (spec or os.environ.get(APP_ENV) or "").strip()
+    if not spec:
+        raise RuntimeError(
+            f"{APP_ENV} names no app: set it to package.module:app (template parameter AppModule)"
+        )
+    if spec in _apps:
+        return _apps[spec]
+    module_name, sep, attr = spec.partition(":")
+    attr = attr if sep else "app"
+    _model_key_from_secret()
+    root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            f"{APP_ENV}={spec}: cannot import {module_name!r} ({exc}); is the module in the "
+            "function's code (template parameter AppCodeUri)?"
+        ) from exc
+    found = getattr(module, attr, None)
+    if isinstance(found, DurableFunction):
+        found = found.app
+    if not isinstance(found, App):
+        raise RuntimeError(
+            f"{APP_ENV}={spec}: {module_name}.{attr} is "
+            f"{'missing' if found is None else type(found).__name__}, not an outlast App"
+        )
+    _apps[spec] = found
+    return found
+
+
+#: The ARN of a Secrets Manager secret holding the OpenAI-compatible endpoint's API key.
+MODEL_KEY_SECRET_ENV = "OUTLAST_OPENAI_API_KEY_SECRET_ARN"  # noqa: S105 - a variable name
+
+
+def _model_key_from_secret() -> None:
+    """Put the model API key named by ``OUTLAST_OPENAI_API_KEY_SECRET_ARN`` in this process's
+    ``OPENAI_API_KEY`` (where ``model_from_env`` looks), read from Secrets Manager once per
+    container: the key is never in the function's configuration.
+
+    The secret's string is the key itself, or a JSON object with ``api_key``.
+    """
+    arn = os.environ.get(MODEL_KEY_SECRET_ENV)
+    if not arn or os.environ.get("OPENAI_API_KEY"):
+        return
+    import boto3
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    text = str(secret.get("SecretString") or "").strip()
+    if text.startswith("{"):
+        text = str(json.loads(text).get("api_key") or "")
+    if not text:
+        raise RuntimeError(f"secret {arn} holds no API key (a string, or JSON with api_key)")
+    os.environ["OPENAI_API_KEY"] = text
+
+
+def agent_handler(spec: str | None = None) -> LambdaHandler:
+    """The agent function's handler around ``load_app(spec)``, made once per container."""
+    made = _handlers.get("agent")
+    if made is None:
+        made = _handlers["agent"] = LambdaHandler(
+            load_app(spec), service=os.environ.get("POWERTOOLS_SERVICE_NAME") or "outlast-agent"
+        )
+    return made
+
+
+def api_handler(spec: str | None = None) -> Any:
+    """The API function's handler (``outlast.platforms.api.ApiHandler``) around
+    ``load_app(spec)``, made once per container."""
+    made = _handlers.get("api")
+    if made is None:
+        from outlast.platforms.api import ApiHandler
+
+        made = _handlers["api"] = ApiHandler(load_app(spec))
+    return made
+
+
+def sweeper_handler() -> Any:
+    """The sweeper function's handler (``outlast.platforms.sweeper.SweeperHandler``)."""
+    made = _handlers.get("sweeper")
+    if made is None:
+        from outlast.platforms.sweeper import SweeperHandler
+
+        made = _handlers["sweeper"] = SweeperHandler()
+    return made

@@ -9,6 +9,8 @@ both take the lease, and the loser returns ``skipped``.
 Runs that are pending, or handed off with no lease, are normally being started by whoever created
 them or by the hand-off's own invoke; the sweeper leaves them alone for ``grace`` seconds so a
 minute's tick does not double every start. Expired leases and due timers are sent at once.
+Each goes to the function version the run is pinned to (its ``lambda_version`` tag), else to
+``OUTLAST_AGENT_FUNCTION``.
 
 One invocation does at most ``limit`` runs and stops early when its own time runs short; what is
 left is still due at the next tick.
@@ -27,7 +29,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from outlast.platforms.aws_lambda import InvokeClient, LambdaDispatcher, default_lambda_client
+from outlast.platforms.aws_lambda import (
+    InvokeClient,
+    LambdaDispatcher,
+    default_lambda_client,
+    pin_of,
+)
 from outlast.sweep import RedrivePolicy
 from statestore import ColdTier, HotTier, StateStore, StateStoreError
 
@@ -173,9 +180,15 @@ class SweeperHandler:
         function = self.agent_function or os.environ.get("OUTLAST_AGENT_FUNCTION")
         if not function:
             raise RuntimeError("OUTLAST_AGENT_FUNCTION names no agent function to dispatch to")
-        dispatcher = LambdaDispatcher(self._client, function)
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
         hot = self.hot
+
+        def pin(run_id: str) -> str | None:
+            record = hot.find_run(run_id)
+            return pin_of(record.tags) if record is not None else None
+
+        # A re-driven run goes back to the function version it started on.
+        dispatcher = LambdaDispatcher(self._client, function, pins=pin)
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
         report = sweep(
             hot,
             dispatcher,

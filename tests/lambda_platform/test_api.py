@@ -213,9 +213,7 @@ def test_bad_requests_get_a_clear_4xx_and_write_nothing(
 
 def test_the_body_limit_counts_decoded_bytes_for_base64(api: ApiHandler, app: App) -> None:
     # Over the limit once base64-encoded (as API Gateway delivers it), under it decoded.
-    body = json.dumps(
-        {"function": "stash", "run_id": "big", "input": "y" * (MAX_BODY_BYTES - 100)}
-    )
+    body = json.dumps({"function": "stash", "run_id": "big", "input": "y" * (MAX_BODY_BYTES - 100)})
     assert len(base64.b64encode(body.encode())) > MAX_BODY_BYTES
     assert call(api, request("POST", "/runs", body, base64_body=True))[0] == 202
     assert app.store.hot.get_run("big").function == "stash"
