@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean redis-server chaos
+.PHONY: test demo lint typecheck unit checks-deploy checks-infra bench clean redis-server chaos chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,pydantic-ai,langgraph,openai-agents]'
 	touch $(STAMP)
 
 # redis-server is a system package: the test fixtures start their own instances of it.
@@ -25,6 +25,19 @@ redis-server:
 		fi; \
 	fi
 
+# The web console's browser tests drive Debian's chromium through Playwright; nothing downloads
+# a browser build (never `playwright install`).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "chromium is not installed: install the 'chromium' package (apt-get install chromium)"; \
+			exit 1; \
+		fi; \
+	fi
+
 # lint-imports: the layer contracts of DESIGN.md (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,10 +46,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) redis-server
+unit: $(STAMP) redis-server chromium
 	$(BIN)/pytest
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
@@ -61,6 +74,7 @@ bench: $(STAMP) redis-server
 	$(BIN)/python bench/runtime_bench.py
 	$(BIN)/python bench/agent_bench.py
 	$(BIN)/python bench/worker_bench.py
+	$(BIN)/python bench/ui_bench.py
 
 # The long chaos suite: thousands of runs on SQLite, redis-server (killed and restarted under the
 # runs) and DynamoDB+S3 (moto_server), over ten thousand injected faults; prints a summary.

@@ -25,8 +25,10 @@ from rich.table import Table
 from outlast.app import App
 from outlast.emulator import Emulator, EmulatorReport, Event, Faults
 from outlast.errors import InvalidInputError, TargetError
+from outlast.platforms.lambda_cli import register as register_lambda
 from outlast.report import run_report
 from outlast.targets import load_target, normalize_target, same_target
+from outlast.ui.cli import ui_command
 from outlast.worker.cli import register as register_worker
 from statestore import (
     CorruptStateError,
@@ -74,6 +76,8 @@ cli = typer.Typer(
 runs_cli = typer.Typer(help="Inspect and steer runs in a store.", no_args_is_help=True)
 cli.add_typer(runs_cli, name="runs")
 register_worker(cli)
+register_lambda(cli, runs_cli)
+cli.command("ui")(ui_command)
 
 # soft_wrap: a message is one line however narrow the terminal (or 80 columns when piped).
 err = Console(stderr=True, soft_wrap=True)
@@ -537,14 +541,26 @@ def runs_show(
     hot: HotOpt = None,
     cold: ColdOpt = None,
     as_json: JsonOpt = False,
+    html: Annotated[
+        str | None,
+        typer.Option("--html", help="Also write the run page as one self-contained HTML file."),
+    ] = None,
 ) -> None:
     """Show a run: status (and error, when failed or blocked), journal, legs, restart tax."""
     _check_run_id(run_id)
     store = _store(hot, cold)
     try:
         report = run_report(store, run_id)
+        if html is not None:
+            # Lazy: the console's templates and jinja2 load only when a page is asked for.
+            from outlast.ui.server import export_run_html
+
+            with open(html, "w", encoding="utf-8") as page:
+                page.write(export_run_html(store, run_id))
     except StateStoreError as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {html}: {exc.strerror or exc}")
     if as_json:
         _emit_json(report.model_dump(mode="json"))
         return

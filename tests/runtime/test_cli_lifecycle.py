@@ -155,7 +155,9 @@ def test_deeply_nested_input_is_one_clear_error(depth: int, tmp_path: Path) -> N
 # ---------------------------------------------------------------------- stores at the edges
 
 
-@pytest.mark.parametrize("args", [["runs", "list"], ["run", f"{MISC}:approval"]])
+@pytest.mark.parametrize(
+    "args", [["runs", "list"], ["run", f"{MISC}:approval", "--input", '"bob"']]
+)
 def test_unreachable_redis_is_one_clear_error(args: list[str], tmp_path: Path) -> None:
     proc = cli(*args, "--hot", "redis://127.0.0.1:1/0", cwd=tmp_path)
     assert proc.returncode == 2
@@ -166,11 +168,21 @@ def test_unreachable_redis_is_one_clear_error(args: list[str], tmp_path: Path) -
 def test_sqlite_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    proc = cli("run", f"{MISC}:approval", "--hot", f"sqlite:///{blocker}/hot.db", cwd=tmp_path)
+    proc = cli(
+        "run",
+        f"{MISC}:approval",
+        "--input",
+        '"bob"',
+        "--hot",
+        f"sqlite:///{blocker}/hot.db",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert str(blocker) in one_error_line(proc)
     # A device that is always full: every write fails with ENOSPC.
-    proc = cli("run", f"{MISC}:approval", "--hot", "sqlite:////dev/full", cwd=tmp_path)
+    proc = cli(
+        "run", f"{MISC}:approval", "--input", '"bob"', "--hot", "sqlite:////dev/full", cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert "database or disk is full" in one_error_line(proc)
 
