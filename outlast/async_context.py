@@ -45,7 +45,9 @@ from outlast.context import (
     _replayed_failure,
     _retry_at,
     error_info,
+    interruption_error,
     step_name_of,
+    wake_time,
 )
 from outlast.errors import (
     DurableControl,
@@ -518,18 +520,9 @@ class AsyncContext:
         count, shared.interrupted_seq = shared.interrupted, -1
         if count < (cap if cap is not None else shared.max_interruptions):
             return
-        if at_most_once:
-            message = (
-                f"step {step!r} is at_most_once and was in flight when its leg died; whether it "
-                "took effect is unknown, so it is not run again"
-            )
-        else:
-            message = (
-                f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
-                f"out while it ran); leg budget {shared.leg_seconds:.1f}s. Give the leg more "
-                "time, split the step, or give it a timeout"
-            )
-        info = ErrorInfo(type=StepInterruptedError.__qualname__, message=message)
+        info = interruption_error(
+            step, count, at_most_once, shared.timings.expected(step), shared.leg_seconds
+        )
         failed = await self._commit(
             op, step, EntryStatus.ERROR, None, info, count, utcnow(), {"interrupted": count}
         )
@@ -599,14 +592,7 @@ class AsyncContext:
         if replayed:
             wake_at: datetime = self._value(replayed[-1])
         else:
-            if (duration is None) == (until is None):
-                raise ValueError("ctx.sleep takes a duration or until=, not both")
-            if until is not None:
-                wake_at = until
-            else:
-                seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-                wake_at = utcnow() + timedelta(seconds=float(seconds or 0))
-            wake_at = self._buffer(op, EntryKind.SLEEP, name, wake_at)
+            wake_at = self._buffer(op, EntryKind.SLEEP, name, wake_time(duration, until))
         await self._wait_until(wake_at)
 
     async def wait_for_signal(

@@ -509,25 +509,9 @@ class Context:
         cap = cap if cap is not None else self._max_interruptions
         if count < cap:
             return
-        if at_most_once:
-            message = (
-                f"step {step!r} is at_most_once and was in flight when its leg died; whether it "
-                "took effect is unknown, so it is not run again"
-            )
-        else:
-            expected = self._timings.expected(step)
-            known = f"{expected:.1f}s" if expected > 0 else "unknown: it never finished"
-            budget = (
-                "no time limit"
-                if self._leg_seconds == float("inf")
-                else f"{self._leg_seconds:.1f}s"
-            )
-            message = (
-                f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
-                f"out while it ran); expected duration {known}, leg budget {budget}. Give the "
-                "leg more time, split the step, or give it a timeout"
-            )
-        info = ErrorInfo(type=StepInterruptedError.__qualname__, message=message)
+        info = interruption_error(
+            step, count, at_most_once, self._timings.expected(step), self._leg_seconds
+        )
         failed = self._commit_step(
             step, EntryStatus.ERROR, None, info, count, utcnow(), {"interrupted": count}
         )
@@ -617,14 +601,7 @@ class Context:
             self._advance()
             wake_at: datetime = self._value(entry)
         else:
-            if (duration is None) == (until is None):
-                raise ValueError("ctx.sleep takes a duration or until=, not both")
-            if until is not None:
-                wake_at = until
-            else:
-                seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
-                wake_at = utcnow() + timedelta(seconds=float(seconds or 0))
-            wake_at = self._buffer(EntryKind.SLEEP, name, wake_at)
+            wake_at = self._buffer(EntryKind.SLEEP, name, wake_time(duration, until))
         self._wait_until(wake_at)
 
     def wait_for_signal(
@@ -875,6 +852,36 @@ def _refuse_coroutine(fn: Callable[..., Any]) -> None:
             "Make the durable function `async def` (it then gets an AsyncContext) and "
             "`await ctx.step(...)`"
         )
+
+
+def interruption_error(
+    step: str, count: int, at_most_once: bool, expected: float, leg_seconds: float
+) -> ErrorInfo:
+    """Why a step whose leg kept dying under it is not run again (sync and async alike)."""
+    if at_most_once:
+        message = (
+            f"step {step!r} is at_most_once and was in flight when its leg died; whether it "
+            "took effect is unknown, so it is not run again"
+        )
+    else:
+        known = f"{expected:.1f}s" if expected > 0 else "unknown: it never finished"
+        budget = "no time limit" if leg_seconds == float("inf") else f"{leg_seconds:.1f}s"
+        message = (
+            f"step {step!r} was interrupted {count} times (its leg died, was killed or timed "
+            f"out while it ran); expected duration {known}, leg budget {budget}. Give the leg "
+            "more time, split the step, or give it a timeout"
+        )
+    return ErrorInfo(type=StepInterruptedError.__qualname__, message=message)
+
+
+def wake_time(duration: timedelta | float | None, until: datetime | None) -> datetime:
+    """When a ``ctx.sleep(duration)`` or ``ctx.sleep(until=...)`` ends."""
+    if (duration is None) == (until is None):
+        raise ValueError("ctx.sleep takes a duration or until=, not both")
+    if until is not None:
+        return until
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    return utcnow() + timedelta(seconds=float(seconds or 0))
 
 
 def _replayed_failure(step: str, entry: JournalEntry) -> StepFailedError:
