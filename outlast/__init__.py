@@ -9,7 +9,7 @@ exceptions that unwind a leg) lives in its own modules (``outlast.leg``, ``outla
 from outlast.app import App, DurableFunction, RunView
 from outlast.async_context import AsyncContext
 from outlast.budget import Budget
-from outlast.context import Context
+from outlast.context import Context, current_context
 from outlast.errors import (
     FunctionNotFoundError,
     InvalidInputError,
@@ -53,5 +53,6 @@ __all__ = [
     "StepInterruptedError",
     "StepTimeoutError",
     "StoredValueError",
+    "current_context",
     "register_codec",
 ]

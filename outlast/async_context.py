@@ -41,6 +41,7 @@ from outlast.context import (
     LegStats,
     StepHook,
     _check_timeout,
+    _current,
     _most_serious,
     _replayed_failure,
     _retry_at,
@@ -224,6 +225,7 @@ class AsyncContext:
         stops: list[DurableControl] = []
         deaths: list[BaseException] = []
         result: Any = None
+        _current.set(self)  # this task's context: the tasks it starts inherit it
         try:
             result = await fn(self, *args)
         except DurableControl as exc:
@@ -406,7 +408,9 @@ class AsyncContext:
 
         async def branch(index: int, body: Callable[[AsyncContext], Awaitable[Any]]) -> Any:
             async with gate:
-                return await body(self._child(f"{op}/{index}."))
+                child = self._child(f"{op}/{index}.")
+                _current.set(child)  # inside this branch's task only
+                return await body(child)
 
         tasks = [self._spawn(branch(i, b)) for i, b in enumerate(branches)]
         return await _settle(tasks, collect_failures)

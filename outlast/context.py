@@ -27,9 +27,10 @@ import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from outlast import values
 from outlast.budget import Budget, StepTimings
@@ -62,6 +63,9 @@ from statestore import (
     utcnow,
     validate_run_id,
 )
+
+if TYPE_CHECKING:
+    from outlast.async_context import AsyncContext
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -102,6 +106,36 @@ class LegStats:
     commits: int = 0
     commit_seconds: float = 0.0
     step_seconds: float = 0.0  # time inside live step functions (the work a restart re-spends)
+
+
+# The context of the durable function running on this thread or task, for libraries that are
+# called from inside one (integrations) and cannot be handed it.
+_current: ContextVar[Any] = ContextVar("outlast_current_context", default=None)
+
+
+def current_context() -> Context | AsyncContext:
+    """The ``Context`` (or ``AsyncContext``) of the durable function this code runs inside.
+
+    Set around the durable function, each ``parallel`` branch and each ``map`` item, so code a
+    durable function calls (an agent framework's wrapper, a helper) can reach its run.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError(
+            "not inside a durable function: current_context() works only in code that a "
+            "durable function (or one of its parallel branches or map items) calls"
+        )
+    return ctx  # type: ignore[no-any-return]
+
+
+@contextmanager
+def entered(ctx: Context | AsyncContext) -> Iterator[None]:
+    """Make ``ctx`` the current context for the code run inside this block."""
+    token = _current.set(ctx)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 class _ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -316,18 +350,19 @@ class Context:
                 return  # the leg is stopping: start no more items
             attempt, retry_at = retries.get(index, (0, None))
             try:
-                results[index] = self._live_step(
-                    fn,
-                    (work[index],),
-                    {},
-                    f"{base}[{index}]",
-                    retry or self._retry,
-                    tier,
-                    attempt,
-                    retry_at,
-                    key=f"{self.run_id}:{start_seq}:{base}[{index}]",
-                    timeout=timeout,
-                )
+                with entered(self):
+                    results[index] = self._live_step(
+                        fn,
+                        (work[index],),
+                        {},
+                        f"{base}[{index}]",
+                        retry or self._retry,
+                        tier,
+                        attempt,
+                        retry_at,
+                        key=f"{self.run_id}:{start_seq}:{base}[{index}]",
+                        timeout=timeout,
+                    )
             except StepFailedError as exc:
                 failures[index] = exc
             except DurableControl as exc:
@@ -398,7 +433,8 @@ class Context:
             if stops:
                 return
             try:
-                results[index] = branches[index](children[index])
+                with entered(children[index]):
+                    results[index] = branches[index](children[index])
                 left = children[index].unreplayed()
                 if left is not None:
                     raise NonDeterminismError(
@@ -532,6 +568,7 @@ class Context:
         key, meta = self._local.step_key, self._local.meta
 
         def call() -> None:
+            _current.set(self)
             self._local.step_key, self._local.meta = key, meta
             try:
                 done.append(fn(*args, **kwargs))

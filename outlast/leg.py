@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from outlast.async_context import AsyncContext, is_async
 from outlast.budget import Budget
 from outlast.children import ChildRuns, notify_parent
-from outlast.context import Context, error_info
+from outlast.context import Context, entered, error_info
 from outlast.dispatch import Dispatcher, NullDispatcher
 from outlast.errors import (
     FunctionNotFoundError,
@@ -332,18 +332,8 @@ def _takes_input(fn: Callable[..., Any]) -> bool:
 
 def _call_with(fn: Callable[..., Any], ctx: Context, run_input: Any) -> Any:
     # A durable function may take (ctx) or (ctx, input).
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(ctx, run_input)
-    positional = [
-        p
-        for p in params.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    if len(positional) == 1 and positional[0].kind is not inspect.Parameter.VAR_POSITIONAL:
-        return fn(ctx)
-    return fn(ctx, run_input)
+    with entered(ctx):
+        return fn(ctx, run_input) if _takes_input(fn) else fn(ctx)
 
 
 class _Heartbeat:

@@ -279,3 +279,32 @@ def test_the_cli_refuses_a_bad_input_and_writes_nothing(tmp_path: Path) -> None:
     assert "bad1" not in listed.stdout
     cold = tmp_path / ".outlast" / "cold"
     assert not cold.exists() or not any(p.is_file() for p in cold.rglob("*"))
+
+
+def test_current_context_reaches_code_the_durable_function_calls(app: App) -> None:
+    from outlast import current_context
+    from outlast.async_context import AsyncContext
+
+    def helper() -> str:
+        return current_context().run_id
+
+    @app.durable()
+    def sync_flow(ctx: Context) -> list[str]:
+        in_branch = ctx.parallel(lambda c: helper(), lambda c: helper())
+        in_items = ctx.map(lambda i: current_context().run_id, range(2))
+        return [helper(), *in_branch, *in_items]
+
+    @app.durable()
+    async def async_flow(ctx: AsyncContext) -> list[str]:
+        async def branch(c: AsyncContext) -> str:
+            assert current_context() is c
+            return helper()
+
+        return [helper(), *(await ctx.parallel(branch, branch))]
+
+    for name in ("sync_flow", "async_flow"):
+        run_id = app.start(name)
+        assert app.drive(run_id).status is RunStatus.SUCCEEDED
+        assert set(app.result(run_id)) == {run_id}
+    with pytest.raises(RuntimeError, match="not inside a durable function"):
+        current_context()
