@@ -490,6 +490,156 @@ def _print_stored(results: dict[str, dict[str, Any]]) -> None:
         )
 
 
+# ---------------------------------------------------------------------- LangGraph: OutlastSaver
+
+
+_LgSaver = tuple[Any, Callable[[], int], Callable[[], None]]  # a saver, its bytes used, close
+
+
+def langgraph_bench(tmp: Path, turns: int, runs: int = 1) -> dict[str, dict[str, Any]]:
+    """The same ``turns``-turn conversation through ``OutlastSaver`` and LangGraph's SqliteSaver.
+
+    Each turn is one ``graph.invoke`` on one thread: the user's message in, a node that appends
+    the model's reply. Both messages are ~1 KB of base64 noise (non-repetitive, incompressible),
+    so a turn adds ~2 KB to the conversation. Commit ms: the wall time of the saver's ``put`` and
+    ``put_writes`` calls in that turn, the fastest over ``runs`` runs (each on a fresh database),
+    then the median over turns 6-15 and over the last ten; invoke ms: the same for the whole
+    ``invoke`` (which also includes the saver's reads). Stored: SQLite used pages (after a
+    checkpoint) grown over the run, plus the cold tier's files.
+    """
+    try:
+        from langgraph.graph import START, MessagesState, StateGraph
+    except ImportError:
+        print("... langgraph: not installed (pip install 'outlast[langgraph]'), skipped")
+        return {}
+    from outlast.integrations.langgraph import OutlastSaver
+
+    rng = random.Random(7)
+    texts = [
+        (
+            base64.b64encode(rng.randbytes(750)).decode(),
+            base64.b64encode(rng.randbytes(750)).decode(),
+        )
+        for _ in range(turns)
+    ]
+
+    def reply(state: MessagesState) -> dict[str, Any]:
+        turn = sum(1 for m in state["messages"] if m.type == "ai")
+        return {"messages": [{"role": "ai", "content": texts[turn][1]}]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+
+    def outlast_saver(exclusive: bool) -> Callable[[int], _LgSaver]:
+        def make(n: int) -> _LgSaver:
+            db, cold = tmp / f"lg-outlast-{exclusive}-{n}.db", tmp / f"lg-cold-{exclusive}-{n}"
+            store = open_store(f"sqlite:///{db}", f"file://{cold}")
+            return (
+                OutlastSaver(store, exclusive=exclusive),
+                lambda: (
+                    _sqlite_used(db) + sum(f.stat().st_size for f in cold.rglob("*") if f.is_file())
+                ),
+                store.close,
+            )
+
+        return make
+
+    # shared: every read lists the thread's log (other processes may write to it); exclusive:
+    # one writer (as in durable_graph, where the leg holding the lease is the only writer).
+    makers: dict[str, Callable[[int], _LgSaver]] = {
+        "OutlastSaver/sqlite": outlast_saver(False),
+        "OutlastSaver/excl.": outlast_saver(True),
+    }
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        def sqlite_saver(n: int) -> _LgSaver:
+            lite = tmp / f"lg-sqlitesaver-{n}.db"
+            conn = sqlite3.connect(lite, check_same_thread=False)
+            return SqliteSaver(conn), lambda: _sqlite_used(lite), conn.close
+
+        makers["SqliteSaver"] = sqlite_saver
+    except ImportError:
+        print("... langgraph-checkpoint-sqlite not installed: SqliteSaver skipped")
+
+    results: dict[str, dict[str, Any]] = {}
+    for label, make in makers.items():
+        commit: dict[int, float] = {}  # per turn, the fastest over the runs
+        invoke: dict[int, float] = {}
+        for run in range(runs):
+            print(f"... {label}: run {run + 1} of {runs}, {turns} turns", file=sys.stderr)
+            saver, used, close = make(run)
+            graph = builder.compile(checkpointer=saver)
+            config: Any = {"configurable": {"thread_id": "bench"}}
+            empty = used()
+            spent = [0.0]
+            for method in ("put", "put_writes"):
+                inner = getattr(saver, method)
+
+                def timed(
+                    *a: Any, _inner: Any = inner, _spent: list[float] = spent, **k: Any
+                ) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        return _inner(*a, **k)
+                    finally:
+                        _spent[0] += time.perf_counter() - started
+
+                setattr(saver, method, timed)
+            for turn in range(1, turns + 1):
+                spent[0] = 0.0
+                user: Any = {"messages": [{"role": "user", "content": texts[turn - 1][0]}]}
+                started = time.perf_counter()
+                graph.invoke(user, config)
+                took = (time.perf_counter() - started) * 1000
+                invoke[turn] = min(invoke.get(turn, took), took)
+                commit[turn] = min(commit.get(turn, spent[0] * 1000), spent[0] * 1000)
+            state = graph.get_state(config).values
+            messages = [{"type": m.type, "content": m.content} for m in state["messages"]]
+            conversation = len(json.dumps(messages))
+            stored = used() - empty
+            close()
+        last = max(turns - WINDOW + 1, 1)
+        results[label] = {
+            "turns": turns,
+            "runs": runs,
+            "stored_bytes": stored,
+            "conversation_bytes": conversation,
+            "ratio": round(stored / conversation, 3),
+            "commit_ms_at_10": window(commit, 10, turns),
+            f"commit_ms_at_{turns}": statistics.median(commit[t] for t in range(last, turns + 1)),
+            "invoke_ms_at_10": window(invoke, 10, turns),
+            f"invoke_ms_at_{turns}": statistics.median(invoke[t] for t in range(last, turns + 1)),
+        }
+    return results
+
+
+def _print_langgraph(results: dict[str, dict[str, Any]]) -> None:
+    print(
+        f"{'saver':<22}{'turns':>6}{'stored B':>12}{'convers. B':>12}{'ratio':>8}"
+        f"{'commit ms@10':>14}{'@last':>9}{'ratio':>7}{'invoke ms@10':>14}{'@last':>9}{'ratio':>7}"
+    )
+    for name, r in results.items():
+        n = r["turns"]
+        c10, cn = r["commit_ms_at_10"], r[f"commit_ms_at_{n}"]
+        i10, i_n = r["invoke_ms_at_10"], r[f"invoke_ms_at_{n}"]
+        print(
+            f"{name:<22}{n:>6}{r['stored_bytes']:>12}{r['conversation_bytes']:>12}"
+            f"{r['ratio']:>8.2f}{c10:>14.3f}{cn:>9.3f}{cn / c10:>7.2f}"
+            f"{i10:>14.3f}{i_n:>9.3f}{i_n / i10:>7.2f}"
+        )
+    for name, r in results.items():
+        n = r["turns"]
+        grow = r[f"commit_ms_at_{n}"] / r["commit_ms_at_10"]
+        print(
+            f"{name}: stored {r['ratio']:.2f}x the conversation "
+            f"(<= {TARGET_STORED}x: {'PASS' if r['ratio'] <= TARGET_STORED else 'FAIL'}); "
+            f"commit at turn {n} {grow:.2f}x turn 10 "
+            f"(<= {TARGET_RATIO}x: {'PASS' if grow <= TARGET_RATIO else 'FAIL'})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--stores", default=",".join(STORES))
@@ -501,6 +651,15 @@ def main(argv: list[str] | None = None) -> int:
         help="stores for the stored-bytes run (empty: skip it)",
     )
     parser.add_argument("--stored-turns", type=int, default=STORED_TURNS)
+    parser.add_argument(
+        "--langgraph-turns",
+        type=int,
+        default=STORED_TURNS,
+        help="turns of the LangGraph saver comparison (0: skip it)",
+    )
+    parser.add_argument(
+        "--langgraph-runs", type=int, default=3, help="runs of the LangGraph comparison"
+    )
     parser.add_argument("--json", action="store_true", help="end with one JSON object")
     args = parser.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -518,6 +677,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"... {name}: {args.runs} runs of {args.turns} turns", file=sys.stderr)
             factory = _factory(name, tmp, stack)
             results[name] = bench_store(factory, args.turns, args.runs)
+        langgraph = (
+            langgraph_bench(tmp, args.langgraph_turns, args.langgraph_runs)
+            if args.langgraph_turns
+            else {}
+        )
         stored: dict[str, dict[str, Any]] = {}
         for name in stored_stores:
             print(f"... {name}: stored bytes of {args.stored_turns} turns", file=sys.stderr)
@@ -530,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             print()
         _print_stored(stored)
+    if langgraph:
+        print()
+        _print_langgraph(langgraph)
     if args.json:
         out: dict[str, Any] = {
             s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in results.items()
@@ -538,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
             out["stored"] = {
                 s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in stored.items()
             }
+        if langgraph:
+            out["langgraph"] = langgraph
         print(json.dumps(out))
     return 0
 
