@@ -48,5 +48,5 @@ app = App("pydantic-ai-hello")  # outlast: the app that keeps the journal
 
 @app.durable()  # outlast: a durable function instead of a script
 async def hello(ctx: AsyncContext, question: str) -> str:  # outlast: receives its context
-    result = await durable.run(ctx, question)  # outlast: was agent.run_sync(question)
+    result = await durable.run(question)  # outlast: was agent.run_sync(question)
     return result.output

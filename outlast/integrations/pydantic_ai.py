@@ -64,7 +64,14 @@ from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
 
-from outlast import AsyncContext, Context, NonDeterminismError, NonRetryableError, RetryPolicy
+from outlast import (
+    AsyncContext,
+    Context,
+    NonDeterminismError,
+    NonRetryableError,
+    RetryPolicy,
+    current_context,
+)
 
 __all__ = ["OutlastAgent", "OutlastDurability", "StepOptions", "UnstorableResultError"]
 
@@ -356,11 +363,14 @@ class OutlastAgent(Generic[DepsT, OutputT]):
         extra: Sequence[Any] = kwargs.pop("capabilities", None) or ()
         return [*extra, self.durability]
 
-    async def run(self, ctx: AsyncContext, *args: Any, **kwargs: Any) -> AgentRunResult[OutputT]:
+    async def run(self, *args: Any, **kwargs: Any) -> AgentRunResult[OutputT]:
         """``agent.run(*args, **kwargs)`` with each model request and tool call a durable step.
 
-        With ``output_type=`` the result's output has that type; it is typed as the agent's.
+        Called as ``durable.run(prompt, ...)`` inside an async durable function (its context is
+        found with ``outlast.current_context()``), or ``durable.run(ctx, prompt, ...)``. With
+        ``output_type=`` the result's output has that type; it is typed as the agent's.
         """
+        ctx, args = _context_and_args(args)
         _check_async(ctx, "run")
         token = _current.set(ctx)
         try:
@@ -372,10 +382,9 @@ class OutlastAgent(Generic[DepsT, OutputT]):
             _current.reset(token)
 
     @asynccontextmanager
-    async def iter(
-        self, ctx: AsyncContext, *args: Any, **kwargs: Any
-    ) -> AsyncIterator[AgentRun[DepsT, OutputT]]:
+    async def iter(self, *args: Any, **kwargs: Any) -> AsyncIterator[AgentRun[DepsT, OutputT]]:
         """``agent.iter(...)``: step through the run's nodes; its requests and tools are durable."""
+        ctx, args = _context_and_args(args)
         _check_async(ctx, "iter")
         token = _current.set(ctx)
         try:
@@ -386,8 +395,9 @@ class OutlastAgent(Generic[DepsT, OutputT]):
         finally:
             _current.reset(token)
 
-    def run_sync(self, ctx: Context, *args: Any, **kwargs: Any) -> AgentRunResult[OutputT]:
+    def run_sync(self, *args: Any, **kwargs: Any) -> AgentRunResult[OutputT]:
         """``agent.run_sync(...)`` inside a sync durable function (``fn(ctx: Context, ...)``)."""
+        ctx, args = _context_and_args(args)
         if not isinstance(ctx, Context):
             raise TypeError(
                 "OutlastAgent.run_sync takes the Context of a sync durable function "
@@ -402,6 +412,13 @@ class OutlastAgent(Generic[DepsT, OutputT]):
             return result
         finally:
             _current.reset(token)
+
+
+def _context_and_args(args: tuple[Any, ...]) -> tuple[Context | AsyncContext, tuple[Any, ...]]:
+    """The run's context (given first, or the current one) and the agent's own arguments."""
+    if args and isinstance(args[0], Context | AsyncContext):
+        return args[0], args[1:]
+    return current_context(), args
 
 
 def _check_async(ctx: object, method: Literal["run", "iter"]) -> None:

@@ -241,7 +241,7 @@ async def ask_two(ctx: AsyncContext, question: str) -> list[dict[str, Any]]:
 
 @app.durable()
 async def ask_retrying(ctx: AsyncContext, question: str) -> str:
-    return (await retrying.run(ctx, question)).output
+    return (await retrying.run(question)).output  # the context found by current_context()
 
 
 @app.durable()
