@@ -163,6 +163,9 @@ class AsyncContext:
         self.step_hook: StepHook | None = None
         self.log = logging.LoggerAdapter(logger or logging.getLogger("outlast.run"), {})
 
+    def _has_entries(self, scope: str) -> bool:
+        return any(key.startswith(scope) for key in self._shared.by_op)
+
     def _child(self, scope: str) -> AsyncContext:
         child = object.__new__(AsyncContext)
         child._shared = self._shared
@@ -331,6 +334,7 @@ class AsyncContext:
         tier: TierHint = None,
         timeout: float | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[R]: ...
 
     @overload
@@ -345,6 +349,7 @@ class AsyncContext:
         tier: TierHint = None,
         timeout: float | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[R]: ...
 
     async def map(
@@ -358,6 +363,7 @@ class AsyncContext:
         tier: TierHint = None,
         timeout: float | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[R]:
         """One durable step per item, ``max_concurrency`` at once; results in item order.
 
@@ -372,20 +378,28 @@ class AsyncContext:
         work = list(items)
         ops = [self._claim() for _ in work]  # claimed now, in item order
 
+        failed = asyncio.Event()
+
         async def item(index: int) -> R:
             async with gate:
-                return await self._step(  # type: ignore[no-any-return]
-                    ops[index],
-                    fn,
-                    (work[index],),
-                    {},
-                    f"{base}[{index}]",
-                    retry or self._shared.retry,
-                    tier,
-                    timeout,
-                    None,
-                    False,
-                )
+                if fail_fast and failed.is_set() and ops[index] not in self._shared.by_op:
+                    raise _NotStarted(index)
+                try:
+                    return await self._step(  # type: ignore[no-any-return]
+                        ops[index],
+                        fn,
+                        (work[index],),
+                        {},
+                        f"{base}[{index}]",
+                        retry or self._shared.retry,
+                        tier,
+                        timeout,
+                        None,
+                        False,
+                    )
+                except Exception:
+                    failed.set()
+                    raise
 
         tasks = [self._spawn(item(i)) for i in range(len(work))]
         return await _settle(tasks, collect_failures)
@@ -395,6 +409,7 @@ class AsyncContext:
         *branches: Callable[[AsyncContext], Awaitable[Any]],
         max_concurrency: int | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[Any]:
         """Run different branches side by side, each with its own scope; results in order.
 
@@ -406,11 +421,20 @@ class AsyncContext:
         op = self._claim()
         gate = asyncio.Semaphore(max_concurrency or len(branches) or 1)
 
+        failed = asyncio.Event()
+
         async def branch(index: int, body: Callable[[AsyncContext], Awaitable[Any]]) -> Any:
             async with gate:
-                child = self._child(f"{op}/{index}.")
+                scope = f"{op}/{index}."
+                if fail_fast and failed.is_set() and not self._has_entries(scope):
+                    raise _NotStarted(index)
+                child = self._child(scope)
                 _current.set(child)  # inside this branch's task only
-                return await body(child)
+                try:
+                    return await body(child)
+                except Exception:
+                    failed.set()
+                    raise
 
         tasks = [self._spawn(branch(i, b)) for i, b in enumerate(branches)]
         return await _settle(tasks, collect_failures)
@@ -801,9 +825,18 @@ class AsyncContext:
             raise LeaseLost(f"run {self.run_id!r}: the lease was lost")
 
 
+class _NotStarted(Exception):  # noqa: N818 - a marker, never seen by user code
+    """An item or branch that ``fail_fast`` kept from starting after another one failed."""
+
+
 async def _settle(tasks: list[asyncio.Task[Any]], collect_failures: bool) -> list[Any]:
     """Wait for every task; raise the way the caller chose, control flow first."""
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes = (
+        [o for o in outcomes if not isinstance(o, _NotStarted)]
+        if any(isinstance(o, _NotStarted) for o in outcomes)
+        else outcomes
+    )
     deaths = [o for o in outcomes if _is_death(o)]
     if deaths:
         raise deaths[0]  # a kill (or an interpreter exit) outranks any way a branch stopped
@@ -823,9 +856,8 @@ async def _settle(tasks: list[asyncio.Task[Any]], collect_failures: bool) -> lis
 
 def _is_death(outcome: object) -> bool:
     """A ``BaseException`` that is neither the user's error nor the runtime's control flow."""
-    return (
-        isinstance(outcome, BaseException)
-        and not isinstance(outcome, Exception | DurableControl | asyncio.CancelledError)
+    return isinstance(outcome, BaseException) and not isinstance(
+        outcome, Exception | DurableControl | asyncio.CancelledError
     )
 
 

@@ -303,13 +303,15 @@ class Context:
         tier: TierHint = None,
         timeout: float | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[R]:
         """Run ``fn(item)`` for each item as its own durable step, ``max_concurrency`` at once.
 
         Results come back in item order. Each item is journaled as ``name[i]`` when it finishes,
         so an interruption costs only the items in flight. If items fail for good, the failure of
         the lowest index is raised (as ``StepFailedError``) once every item has ended, or with
-        ``collect_failures=True`` an ``ExceptionGroup`` of every failed item's.
+        ``collect_failures=True`` an ``ExceptionGroup`` of every failed item's. ``fail_fast=True``
+        starts no further item once one has failed (items already running finish and commit).
         """
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -348,6 +350,8 @@ class Context:
         def run_item(index: int) -> None:
             if stops:
                 return  # the leg is stopping: start no more items
+            if fail_fast and failures:
+                return  # an item failed: the caller asked to start no more
             attempt, retry_at = retries.get(index, (0, None))
             try:
                 with entered(self):
@@ -394,6 +398,7 @@ class Context:
         *branches: Callable[[Context], Any],
         max_concurrency: int | None = None,
         collect_failures: bool = False,
+        fail_fast: bool = False,
     ) -> list[Any]:
         """Run different branches side by side; results come back in branch order.
 
@@ -402,6 +407,8 @@ class Context:
         whatever the interleaving with other branches. Branches run on threads,
         ``max_concurrency`` at once. A failure raises once every branch ended: the first
         branch's by index, or with ``collect_failures=True`` an ``ExceptionGroup`` of all.
+        ``fail_fast=True`` starts no further branch once one has failed (a branch that already
+        journaled operations still replays them, so a replay takes the same course).
         """
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -430,7 +437,7 @@ class Context:
         stops: list[DurableControl] = []
 
         def run_branch(index: int) -> None:
-            if stops:
+            if stops or (fail_fast and failures and not owned[index]):
                 return
             try:
                 with entered(children[index]):

@@ -160,3 +160,53 @@ def test_a_sync_map_collects_every_failure_when_asked(app: App) -> None:
     run_id = app.start("audit")
     assert app.drive(run_id).status is RunStatus.SUCCEEDED
     assert app.result(run_id) == [1, 3]
+
+
+def test_fail_fast_starts_no_more_items_or_branches_after_a_failure(app: App) -> None:
+    import asyncio
+
+    from outlast.async_context import AsyncContext
+
+    ran = Counter[str]()
+
+    def check(i: int) -> int:
+        ran[f"item{i}"] += 1
+        if i == 1:
+            raise ValueError("item 1")
+        return i
+
+    def branch(i: int):  # type: ignore[no-untyped-def]
+        def body(ctx: Context) -> int:
+            return int(ctx.step(check, i, name=f"b{i}", retry=ONCE))
+
+        return body
+
+    @app.durable()
+    def sync_flow(ctx: Context) -> str:
+        try:
+            ctx.map(check, range(5), max_concurrency=1, retry=ONCE, fail_fast=True)
+        except StepFailedError as exc:
+            first = exc.step
+        try:
+            ctx.parallel(*(branch(i) for i in range(4)), max_concurrency=1, fail_fast=True)
+        except StepFailedError as exc:
+            return f"{first}|{exc.step}"
+        return "no failure"
+
+    @app.durable()
+    async def async_flow(ctx: AsyncContext) -> str:
+        try:
+            await ctx.map(check, range(5), max_concurrency=1, retry=ONCE, fail_fast=True)
+        except StepFailedError as exc:
+            await asyncio.sleep(0)
+            return exc.step
+        return "no failure"
+
+    run_id = app.start("sync_flow")
+    assert app.drive(run_id).status is RunStatus.SUCCEEDED
+    assert str(app.result(run_id)).endswith("check[1]|b1")
+    assert ran == Counter({"item0": 2, "item1": 2})  # map: 0, 1; branches: b0, b1
+    ran.clear()
+    run_id = app.start("async_flow")
+    assert app.drive(run_id).status is RunStatus.SUCCEEDED
+    assert ran == Counter({"item0": 1, "item1": 1})
