@@ -39,6 +39,7 @@ from outlast.children import RECHECK, ChildRuns, child_result, child_run_id, chi
 from outlast.context import (
     DEFAULT_INLINE_WAIT,
     LegStats,
+    ReplayQuietLogger,
     StepHook,
     _check_timeout,
     _current,
@@ -161,7 +162,7 @@ class AsyncContext:
         self.run_id = leased.run_id
         self.leg = leased.leg
         self.step_hook: StepHook | None = None
-        self.log = logging.LoggerAdapter(logger or logging.getLogger("outlast.run"), {})
+        self.log = ReplayQuietLogger(logger or logging.getLogger("outlast.run"), self)
 
     def _has_entries(self, scope: str) -> bool:
         return any(key.startswith(scope) for key in self._shared.by_op)

@@ -138,10 +138,10 @@ def entered(ctx: Context | AsyncContext) -> Iterator[None]:
         _current.reset(token)
 
 
-class _ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class ReplayQuietLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Logs only when live: a replay re-executes the code, not the history it already logged."""
 
-    def __init__(self, logger: logging.Logger, ctx: Context) -> None:
+    def __init__(self, logger: logging.Logger, ctx: Context | AsyncContext) -> None:
         super().__init__(logger, {})
         self._ctx = ctx
 
@@ -200,7 +200,7 @@ class Context:
         self.stats = LegStats()
         # Wraps each live step attempt (platforms trace steps with it): hook(name, attempt, key).
         self.step_hook: StepHook | None = None
-        self.log = _ReplayQuietLogger(logger or logging.getLogger("outlast.run"), self)
+        self.log = ReplayQuietLogger(logger or logging.getLogger("outlast.run"), self)
 
     # ------------------------------------------------------------------ properties
 
