@@ -31,7 +31,6 @@ from outlast.targets import load_target, normalize_target, same_target
 from outlast.ui.cli import ui_command
 from outlast.worker.cli import register as register_worker
 from statestore import (
-    CorruptStateError,
     HotTier,
     InvalidRunIdError,
     InvalidStoreUrlError,
@@ -455,35 +454,16 @@ def _list_runs(
 ) -> tuple[list[RunRecord], dict[str, str]]:
     """Runs newest first, and the ids of those whose record is corrupt, with why.
 
-    One damaged record must not hide every other run. The hot tier's listing raises on the
-    first record that fails its check, so on that we list again with the backend's record
-    loader wrapped to stand a placeholder in for each corrupt record.
+    One damaged record must not hide every other run: the hot tier's survey lists the others
+    and reports it apart. A corrupt record's status is unknown: it is listed whatever --status
+    asked for, as a placeholder whose function reads "?".
     """
-    try:
-        return hot.list_runs(limit=limit, status=status), {}
-    except CorruptStateError:
-        load = getattr(hot, "_record", None)
-        if load is None:
-            raise
-    corrupt: dict[str, str] = {}
-
-    def tolerant(*args: Any, **kwargs: Any) -> RunRecord:
-        try:
-            return load(*args, **kwargs)  # type: ignore[no-any-return]
-        except CorruptStateError as exc:
-            run_id = exc.run_id or f"?{len(corrupt) + 1}"
-            corrupt[run_id] = str(exc)
-            return RunRecord(run_id=run_id, function="?", created_at=_EPOCH, updated_at=_EPOCH)
-
-    # An instance attribute shadows the method for this one call. TODO(lead): a public
-    # "list, reporting corrupt records" on HotTier would make this private hook unnecessary.
-    hot._record = tolerant  # type: ignore[attr-defined]
-    try:
-        records = hot.list_runs(limit=limit)
-    finally:
-        del hot._record  # type: ignore[attr-defined]
-    # A corrupt record's status is unknown: it is listed whatever --status asked for.
-    return [r for r in records if r.run_id in corrupt or status in (None, r.status)], corrupt
+    records, corrupt = hot.survey_runs(limit, status)
+    holes = [
+        RunRecord(run_id=c.run_id, function="?", created_at=_EPOCH, updated_at=_EPOCH)
+        for c in corrupt
+    ]
+    return [*records, *holes], {c.run_id: c.error for c in corrupt}
 
 
 @runs_cli.command("list")

@@ -28,6 +28,7 @@ from statestore.ids import validate_run_id
 from statestore.leased_run import Committed, LeasedRun, Operation, UnstorableValueError
 from statestore.models import (
     BlobRef,
+    CorruptRun,
     EntryKind,
     EntryStatus,
     ErrorInfo,
@@ -62,6 +63,7 @@ __all__ = [
     "BlobRef",
     "ColdTier",
     "Committed",
+    "CorruptRun",
     "CorruptStateError",
     "EntryKind",
     "EntryStatus",

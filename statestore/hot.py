@@ -41,12 +41,14 @@ from statestore.errors import (
     LeaseLostError,
     RunConflictError,
     RunNotFoundError,
+    SchemaVersionError,
     SequenceConflictError,
     StateStoreError,
     StoreUnavailableError,
 )
 from statestore.ids import validate_run_id
 from statestore.models import (
+    CorruptRun,
     EntryKind,
     ErrorInfo,
     JournalEntry,
@@ -146,8 +148,15 @@ class HotTier(ABC):
         """Ids of runs whose ``due_at()`` is at or before ``now``, earliest first."""
 
     @abstractmethod
-    def _list_runs(self, limit: int) -> list[RunRecord]:
-        """Up to ``limit`` runs, most recently created first."""
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
+        """Up to ``limit`` runs, most recently created first; a record that cannot be read is a
+        ``CorruptRun`` in its place (backends build them with ``_listed``)."""
+
+    def _listed(self, run_id: str, load: Callable[[], RunRecord]) -> RunRecord | CorruptRun:
+        try:
+            return load()
+        except (CorruptStateError, SchemaVersionError) as exc:
+            return CorruptRun(run_id=run_id, error=str(exc))
 
     @abstractmethod
     def _delete_run(self, run_id: str) -> None: ...
@@ -236,10 +245,27 @@ class HotTier(ABC):
         return self._load_run(run_id)
 
     def list_runs(self, limit: int = 100, status: RunStatus | None = None) -> list[RunRecord]:
-        runs = self._list_runs(limit if status is None else max(limit * 10, 1000))
-        if status is not None:
-            runs = [r for r in runs if r.status is status]
-        return runs[:limit]
+        """Runs newest first. A record that cannot be read raises ``CorruptStateError``; use
+        ``survey_runs`` to list the others and report it."""
+        records, corrupt = self.survey_runs(limit, status)
+        if corrupt:
+            raise CorruptStateError(corrupt[0].error, run_id=corrupt[0].run_id, tier=self.scheme)
+        return records
+
+    def survey_runs(
+        self, limit: int = 100, status: RunStatus | None = None
+    ) -> tuple[list[RunRecord], list[CorruptRun]]:
+        """Runs newest first, and, apart, those whose record cannot be read (with why).
+
+        One damaged record hides no other run. A corrupt record's status is unknown, so it is
+        reported whatever ``status`` asked for.
+        """
+        listed = self._list_runs(limit if status is None else max(limit * 10, 1000))
+        corrupt = [r for r in listed if isinstance(r, CorruptRun)]
+        records = [
+            r for r in listed if isinstance(r, RunRecord) and (status is None or r.status is status)
+        ]
+        return records[:limit], corrupt
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its journal and signals (retention). Not fenced: use on ended runs."""

@@ -181,6 +181,15 @@ class RunRecord(_Stored):
         return True
 
 
+class CorruptRun(BaseModel):
+    """A run whose stored record cannot be read: listed as such, so it hides no other run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    error: str
+
+
 class EntryKind(StrEnum):
     STEP = "step"
     SLEEP = "sleep"

@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from statestore import (
     ColdTier,
+    CorruptRun,
     HotTier,
     JournalEntry,
     RunRecord,
@@ -288,7 +289,7 @@ class FaultyHotTier(HotTier):
     def _due(self, now: datetime, limit: int) -> list[str]:
         return self._c("_due", None, lambda: self.inner._due(now, limit))
 
-    def _list_runs(self, limit: int) -> list[RunRecord]:
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
         return self._c("_list_runs", None, lambda: self.inner._list_runs(limit))
 
     def _delete_run(self, run_id: str) -> None:

@@ -156,6 +156,8 @@ class RunsPage:
     # True when a filtered listing stopped at SCAN_CAP runs before it had looked at every run.
     capped: bool
     scanned: int
+    # Runs whose record cannot be read: (run id, why). Listed apart; they hide no other run.
+    corrupt: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _matches(record: RunRecord, flt: RunFilter, now: datetime) -> bool:
@@ -180,9 +182,9 @@ def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
     need = flt.page * PAGE_SIZE + 1
     limit = need if not flt.narrows else min(max(need * 4, 500), SCAN_CAP)
     while True:
-        records = store.hot.list_runs(limit=limit)
+        records, damaged = store.hot.survey_runs(limit=limit)
         matched = [r for r in records if _matches(r, flt, now)]
-        exhausted = len(records) < limit
+        exhausted = len(records) + len(damaged) < limit
         if len(matched) >= need or exhausted or limit >= SCAN_CAP:
             break
         limit = min(limit * 4, SCAN_CAP)
@@ -195,6 +197,7 @@ def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
         has_next=len(matched) > start + PAGE_SIZE,
         capped=not exhausted and len(matched) < need,
         scanned=len(records),
+        corrupt=[(c.run_id, c.error) for c in damaged],
     )
 
 

@@ -38,6 +38,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -53,7 +54,7 @@ from statestore.errors import (
     StoreUnavailableError,
 )
 from statestore.hot import Clock, HotTier
-from statestore.models import JournalEntry, RunRecord, Signal, utcnow
+from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal, utcnow
 
 Item = dict[str, Any]
 
@@ -538,10 +539,11 @@ class DynamoHotTier(HotTier):
                 break
         return found
 
-    def _list_runs(self, limit: int) -> list[RunRecord]:
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
         # A Scan reads the whole table (journals included) and filters afterwards: fine for the
         # CLI listing, never on a leg's path.
         runs: list[RunRecord] = []
+        corrupt: list[CorruptRun] = []
         params: Item = {
             "TableName": self.table,
             "FilterExpression": "sk = :run",
@@ -550,13 +552,15 @@ class DynamoHotTier(HotTier):
         }
         while True:
             page = self._call("scan", **params)
-            runs.extend(self._record(item) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                listed = self._listed(item["pk"]["S"], partial(self._record, item))
+                (runs if isinstance(listed, RunRecord) else corrupt).append(listed)  # type: ignore[arg-type]
             last = page.get("LastEvaluatedKey")
             if not last:
                 break
             params["ExclusiveStartKey"] = last
         runs.sort(key=lambda r: r.created_at, reverse=True)
-        return runs[:limit]
+        return [*runs[:limit], *corrupt]
 
     def _truncate(self, run_id: str, keep: int) -> None:
         # Journal items hold runs of entries keyed by their first seq: items that start at or

@@ -10,7 +10,7 @@ from typing import Any
 from statestore.cold import ColdTier
 from statestore.errors import BlobNotFoundError, RunNotFoundError
 from statestore.hot import HotTier
-from statestore.models import JournalEntry, RunRecord, Signal
+from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal
 
 
 class MemoryHotTier(HotTier):
@@ -89,10 +89,11 @@ class MemoryHotTier(HotTier):
             ]
         return [run_id for _, run_id in sorted(due)[:limit]]
 
-    def _list_runs(self, limit: int) -> list[RunRecord]:
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
         with self._lock:
             runs = sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
-        return runs[:limit]
+        listed: list[RunRecord | CorruptRun] = [*runs[:limit]]  # objects: never corrupt
+        return listed
 
     def _delete_run(self, run_id: str) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,7 +57,7 @@ from statestore.errors import (
     StoreUnavailableError,
 )
 from statestore.hot import Clock, HotTier
-from statestore.models import JournalEntry, RunRecord, Signal, utcnow
+from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal, utcnow
 
 log = logging.getLogger("statestore.redis")
 
@@ -380,7 +381,7 @@ class RedisHotTier(HotTier):
             )
         return [i.decode() for i in ids]
 
-    def _list_runs(self, limit: int) -> list[RunRecord]:
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
         if limit <= 0:
             return []
         with self._errors():
@@ -390,7 +391,11 @@ class RedisHotTier(HotTier):
                 pipe.hget(self.run_key(run_id), "doc")
             docs: list[bytes | None] = pipe.execute()
         # A run deleted between the two calls has no doc any more; it is simply not listed.
-        return [self._record(r, d) for r, d in zip(ids, docs, strict=True) if d is not None]
+        return [
+            self._listed(r, partial(self._record, r, d))
+            for r, d in zip(ids, docs, strict=True)
+            if d is not None
+        ]
 
     def _delete_run(self, run_id: str) -> None:
         with self._errors():

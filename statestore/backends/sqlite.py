@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from statestore.errors import (
     StoreUnavailableError,
 )
 from statestore.hot import HotTier
-from statestore.models import JournalEntry, RunRecord, Signal
+from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal
 
 # SQLITE_FULL, SQLITE_READONLY: no room, or no right to write; retrying will not fix either.
 _NO_ROOM_CODES = frozenset({13, 8})
@@ -377,14 +378,14 @@ class SqliteHotTier(HotTier):
             )
         return [r[0] for r in rows]
 
-    def _list_runs(self, limit: int) -> list[RunRecord]:
+    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
         with self._errors():
             rows = (
                 self._conn()
                 .execute("SELECT run_id, doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
                 .fetchall()
             )
-        return [self._record(run_id, doc) for run_id, doc in rows]
+        return [self._listed(run_id, partial(self._record, run_id, doc)) for run_id, doc in rows]
 
     def _truncate(self, run_id: str, keep: int) -> None:
         with self._errors():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -461,3 +462,33 @@ def test_renewals_racing_appends_in_one_handle_lose_nothing(hot: HotTier) -> Non
         beat.join()
     assert errors == []
     assert [e.seq for e in hot.read_journal("r1")] == list(range(60))
+
+
+def test_survey_lists_every_readable_run_and_reports_a_corrupt_record_apart(
+    hot: HotTier,
+) -> None:
+    hot.create_run("good", "fn")
+    hot.create_run("bad", "fn")
+    # The backend's own record loader fails for one run, as it would on damaged bytes.
+    real = hot._listed
+
+    def damaged(run_id: str, load: Any) -> Any:
+        if run_id == "bad":
+            from statestore import CorruptStateError
+
+            def broken() -> Any:
+                raise CorruptStateError("checksum mismatch", run_id="bad", tier=hot.scheme)
+
+            return real(run_id, broken)
+        return real(run_id, load)
+
+    hot._listed = damaged  # type: ignore[method-assign]
+    if hot.scheme == "memory":
+        pytest.skip("the memory tier keeps objects, not bytes")
+    records, corrupt = hot.survey_runs(limit=10)
+    assert [r.run_id for r in records] == ["good"]
+    assert [c.run_id for c in corrupt] == ["bad"] and "checksum mismatch" in corrupt[0].error
+    from statestore import CorruptStateError
+
+    with pytest.raises(CorruptStateError, match="bad"):
+        hot.list_runs(limit=10)

@@ -215,3 +215,20 @@ def test_corrupt_state_is_named_not_a_stack_trace(big_store: Store, tmp_path: Pa
         status, listing = _json(server.url + "/api/runs")
         tokens = {r["run_id"]: r["tokens"] for r in listing["runs"]}
         assert status == 200 and tokens == {"broken-1": None, "fine-1": 0}
+
+
+def test_a_corrupt_run_record_is_listed_apart_and_hides_no_other_run(
+    big_store: Store, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    app = big_store.app
+    app.drive(app.start("many", 2, run_id="fine-2"))
+    app.drive(app.start("many", 2, run_id="rotten-2"))
+    with sqlite3.connect(tmp_path / "hot.db") as db:
+        db.execute("UPDATE runs SET doc = ? WHERE run_id = 'rotten-2'", (b"\x00\x01",))
+    with Server(UiConfig(hot=big_store.hot, cold=big_store.cold)) as server:
+        status, html = _get(server.url + "/")
+        assert status == 200 and "Traceback" not in html
+        assert 'id="corrupt-runs"' in html and "rotten-2" in html
+        assert 'href="/runs/fine-2"' in html
