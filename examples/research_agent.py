@@ -47,7 +47,10 @@ the list of sources."""
 
 # The work each call takes, in seconds: small, but enough for the run to span a few legs and for
 # the emulator's kills to land mid-run. The offline model answers at once; a remote one does not.
-SEARCH_S, READ_S, NOTE_S, OFFLINE_THINK_S = 0.2, 0.1, 0.05, 0.1
+# OUTLAST_EXAMPLE_PACE scales these (e.g. 4: a slower offline model and tools), so a local run can
+# be made to span more legs without changing the agent.
+_PACE = float(os.environ.get("OUTLAST_EXAMPLE_PACE", "1") or 1)
+SEARCH_S, READ_S, NOTE_S, OFFLINE_THINK_S = (s * _PACE for s in (0.2, 0.1, 0.05, 0.1))
 
 
 @cache

@@ -217,3 +217,25 @@ def test_lambda_api_serves_the_http_api_and_runs_what_it_dispatches(tmp_path: Pa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_the_example_crosses_three_invocations_at_a_five_second_timeout(tmp_path: Path) -> None:
+    # The command as written; a slower offline model (the example's pace knob, through
+    # --env-vars as `sam local invoke` takes them) makes the run span more than two legs.
+    env_vars = tmp_path / "env.json"
+    env_vars.write_text(json.dumps({"Parameters": {"OUTLAST_EXAMPLE_PACE": "3"}}))
+    code, report, stderr = invoke(
+        tmp_path,
+        "--event",
+        str(ROOT / "events" / "start-direct.json"),
+        "--timeout",
+        "5",
+        "--env-vars",
+        str(env_vars),
+        timeout=240,
+    )
+    assert code == 0, (report, stderr[-3000:])
+    assert report["status"] == "succeeded"
+    legs = agent_legs(report)
+    assert len(legs) >= 3, legs
+    assert legs[-1]["outcome"] == "completed", legs
