@@ -282,7 +282,41 @@ def entry_json(store: StateStore, run_id: str, seq: int) -> dict[str, Any] | Non
         "meta": entry.meta,
         "error": entry.error.model_dump(mode="json") if entry.error else None,
         "value": value,
+        **({"sent": model_input(store, run_id, seq)} if entry.name == MODEL_STEP else {}),
     }
+
+
+def model_input(store: StateStore, run_id: str, seq: int) -> list[Any]:
+    """The messages an agent loop's model call at ``seq`` was sent, rebuilt from the journal.
+
+    The loop journals only what each step added (a model's reply, a tool's result), never the
+    whole conversation; the conversation a call saw is the run's prompt followed by every reply
+    and tool result committed before it, tool results of one turn in one message.
+    """
+    record = store.hot.get_run(run_id)
+    prompt = to_json_view(store.run_input(record))
+    messages: list[Any] = [{"role": "user", "content": prompt}]
+    results: list[Any] = []
+    for entry in store.hot.iter_journal(run_id, until=record.next_seq):
+        if entry.seq >= seq:
+            break
+        if entry.status is not EntryStatus.OK:
+            continue
+        if entry.name == MODEL_STEP or entry.name.startswith(TOOL_STEP_PREFIX):
+            value = to_json_view(store.decode(run_id, entry.value, seq=entry.seq))
+        else:
+            continue
+        if entry.name == MODEL_STEP:
+            if results:
+                messages.append({"role": "tool", "tool_results": results})
+                results = []
+            if isinstance(value, dict) and "message" in value:
+                messages.append(value["message"])
+        else:
+            results.append(value)
+    if results:
+        messages.append({"role": "tool", "tool_results": results})
+    return messages
 
 
 def entry_meta_json(entry: JournalEntry) -> dict[str, Any]:

@@ -232,3 +232,19 @@ def test_a_corrupt_run_record_is_listed_apart_and_hides_no_other_run(
         assert status == 200 and "Traceback" not in html
         assert 'id="corrupt-runs"' in html and "rotten-2" in html
         assert 'href="/runs/fine-2"' in html
+
+
+def test_a_model_call_shows_the_messages_it_was_sent(server: Server, runs: Store) -> None:
+    journal = runs.app.journal("agent-1")
+    models = [e.seq for e in journal if e.name == "model" and e.status.value == "ok"]
+    assert len(models) >= 2
+    status, first = _json(server.url + f"/api/runs/agent-1/entries/{models[0]}")
+    assert status == 200 and first["sent"] == [{"role": "user", "content": "durable agents"}]
+    status, second = _json(server.url + f"/api/runs/agent-1/entries/{models[1]}")
+    sent = second["sent"]
+    assert sent[0] == {"role": "user", "content": "durable agents"}
+    assert sent[1] == first["value"]["message"]  # the first reply, then its tools' results
+    tools_between = [e for e in journal if models[0] < e.seq < models[1]]
+    assert len(sent) == 2 + (1 if tools_between else 0)
+    if tools_between:
+        assert sent[2]["role"] == "tool" and len(sent[2]["tool_results"]) == len(tools_between)
