@@ -277,6 +277,20 @@ def cli(cwd: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, A
 def faulty_run(
     tmp_path: Path, hot: str, cold: str, seed: int, leg_timeout: float, function: str = "ask"
 ) -> tuple[dict[str, Any], Counter[str], dict[str, Any]]:
+    """A run under faults. Whether a seed's faults land depends on timing (a fast machine can
+    finish between them), so a seed whose faults all missed is followed by another, up to 4."""
+    for attempt in range(4):
+        run, seen, shown = _faulty_run_once(
+            tmp_path, hot, cold, seed + 100 * attempt, leg_timeout, function
+        )
+        if run["kills"] + run["evictions"] + run["timeouts"] >= 1:
+            break
+    return run, seen, shown
+
+
+def _faulty_run_once(
+    tmp_path: Path, hot: str, cold: str, seed: int, leg_timeout: float, function: str
+) -> tuple[dict[str, Any], Counter[str], dict[str, Any]]:
     calls = tmp_path / f"calls-{seed}.txt"
     env = {
         **os.environ,
