@@ -14,6 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from outlast.budget import Budget
+from outlast.children import SIGNAL_PREFIX, cancel_tree, notify_parent
 from outlast.dispatch import CollectingDispatcher, Dispatcher
 from outlast.errors import (
     FunctionNotFoundError,
@@ -84,9 +85,9 @@ class DurableFunction(Generic[R]):
 def _awaited_child(record: RunRecord) -> str | None:
     """The child run a suspended run waits for, if it still takes legs."""
     waiting = record.waiting_for or ""
-    if record.status is not RunStatus.SUSPENDED or not waiting.startswith("child:"):
+    if record.status is not RunStatus.SUSPENDED or not waiting.startswith(SIGNAL_PREFIX):
         return None
-    return waiting.removeprefix("child:")
+    return waiting.removeprefix(SIGNAL_PREFIX)
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
@@ -317,8 +318,6 @@ class App:
     def cancel(self, run_id: str) -> RunView:
         """End a run, and every child run it started that has not ended; a leg holding one stops
         at its next write. A parent waiting on the run hears that it was cancelled."""
-        from outlast.children import cancel_tree, notify_parent
-
         record = cancel_tree(self, run_id)
         notify_parent(self, record)
         return self._view(record)
