@@ -26,6 +26,7 @@ from statestore.errors import (
 from statestore.hot import HotTier, RunEndedError
 from statestore.ids import validate_run_id
 from statestore.leased_run import Committed, LeasedRun, Operation, UnstorableValueError
+from statestore.logs import LogContentionError, LogInfo, LogRecord
 from statestore.models import (
     BlobRef,
     CorruptRun,
@@ -76,6 +77,9 @@ __all__ = [
     "LeaseHeldError",
     "LeaseLostError",
     "LeasedRun",
+    "LogContentionError",
+    "LogInfo",
+    "LogRecord",
     "Operation",
     "RunConflictError",
     "RunCounters",

@@ -47,6 +47,7 @@ from statestore.errors import (
     StoreUnavailableError,
 )
 from statestore.ids import validate_run_id
+from statestore.logs import RecordLogs
 from statestore.models import (
     CorruptRun,
     EntryKind,
@@ -80,8 +81,10 @@ class RunEndedError(StateStoreError):
     """The run has ended (succeeded, failed or cancelled); it takes no more signals or leases."""
 
 
-class HotTier(ABC):
-    """Base of every hot-tier backend. Subclasses implement the ``_`` primitives only."""
+class HotTier(RecordLogs, ABC):
+    """Base of every hot-tier backend. Subclasses implement the ``_`` primitives only.
+
+    Record logs (``append_log``, ``read_log``, ...) come from ``RecordLogs`` (``logs.py``)."""
 
     scheme: ClassVar[str] = "abstract"
     default_inline_limit: ClassVar[int] = 64 * 1024
@@ -94,6 +97,7 @@ class HotTier(ABC):
         clock: Clock = utcnow,
         retention: timedelta | None = None,
     ) -> None:
+        super().__init__()
         self.inline_limit = inline_limit if inline_limit is not None else self.default_inline_limit
         self._clock = clock
         if retention is not None and retention <= timedelta(0):
@@ -837,9 +841,11 @@ class HotTier(ABC):
                 continue
             if stored is None:
                 raise RunNotFoundError(before.run_id)
-            return None if stored.version == ours.version and transitions.landed(
-                ours, stored
-            ) else stored
+            return (
+                None
+                if stored.version == ours.version and transitions.landed(ours, stored)
+                else stored
+            )
         raise AssertionError("unreachable")
 
     def _remember(self, record: RunRecord, *, keep: bool) -> None:

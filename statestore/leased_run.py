@@ -408,4 +408,3 @@ def _pack_checked(value: Any, what: str) -> tuple[bytes, Any]:
             "cannot be a key)"
         ) from None
     return body, back
-

@@ -121,6 +121,13 @@ class StateStore:
         self.cold.delete_run(run_id)
         self.hot.delete_run(run_id)
 
+    def delete_log(self, log_id: str) -> None:
+        """Remove a record log from both tiers: its cold blobs (kept under the log's id), then
+        its hot records. A crash in between leaves records whose blobs are gone; deleting again
+        finishes it."""
+        self.cold.delete_run(log_id)
+        self.hot.delete_log(log_id)
+
     def close(self) -> None:
         self.hot.close()
         self.cold.close()

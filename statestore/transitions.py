@@ -62,9 +62,7 @@ def landed(ours: RunRecord, stored: RunRecord) -> bool:
     return bool(nonce) and nonce in stored.recent_writes and stored.version >= ours.version
 
 
-def leased(
-    record: RunRecord, now: datetime, owner: str, ttl: timedelta
-) -> tuple[RunRecord, Lease]:
+def leased(record: RunRecord, now: datetime, owner: str, ttl: timedelta) -> tuple[RunRecord, Lease]:
     """The run taken by a new leg: a lease with a token larger than any before it."""
     token = record.fence + 1
     lease = Lease(owner=owner, token=token, expires_at=now + ttl)

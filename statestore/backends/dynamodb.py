@@ -6,6 +6,8 @@ Layout (the SAM template uses exactly these names)::
     run_id   "run"                   doc (B), v (N), [due_p "due" | "ended", due_at (N)]
     run_id   "j#000000000042"        docs (L of B): entries 42, 43, ... appended together
     run_id   "s#<name>#<signal_id>"  doc (B): a pending signal
+    "log#L"  "head"                  label (S), due_p "logs", due_at (N): record log L
+    "log#L"  "r#000000000007"        data (B): record 7 of log L (``statestore/logs.py``)
 
 A journal item holds the entries of one append (split further only to stay under the item size
 limit) and is keyed by the seq of its first entry; an append of one entry is one item per seq.
@@ -62,6 +64,8 @@ RUN_SK = "run"
 DUE_INDEX = "due"
 DUE_PARTITION = "due"
 ENDED_PARTITION = "ended"
+LOGS_PARTITION = "logs"  # the due index also lists record logs, by their head items
+LOG_HEAD_SK = "head"
 _LAST_ENTRY_SK = "j#999999999999"
 
 # DynamoDB refuses items over 400 KB with a terse ValidationException; stop well before that
@@ -481,7 +485,6 @@ class DynamoHotTier(HotTier):
             },
         )
 
-
     def _delete_signal(self, signal: Signal) -> bool:
         response = self._call(
             "delete_item",
@@ -651,6 +654,143 @@ class DynamoHotTier(HotTier):
                     f"items of run {run_id!r} (throttled); run delete_run again"
                 )
 
+    # ------------------------------------------------------------------ record logs
+
+    def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
+        pk = {"S": _log_pk(log_id)}
+        record: Item = {
+            "Put": {
+                "TableName": self.table,
+                "Item": {"pk": pk, "sk": {"S": _log_sk(position)}, "data": {"B": data}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        if position == 0:
+            # A new log: its head (label, and its place in the index that lists logs) goes in
+            # with its first record.
+            head: Item = {
+                "pk": pk,
+                "sk": {"S": LOG_HEAD_SK},
+                "label": {"S": label},
+                "due_p": {"S": LOGS_PARTITION},
+                "due_at": {"N": _num(self.now())},
+            }
+            other: Item = {"Put": {"TableName": self.table, "Item": head}}
+        else:
+            # Only at the tail: the record before must exist (a stale tail after a delete
+            # would otherwise leave a gap).
+            other = {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": {"pk": pk, "sk": {"S": _log_sk(position - 1)}},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+        for attempt in range(_WRITE_TRIES):
+            try:
+                # botocore keeps one ClientRequestToken across its own retries: a transaction
+                # whose reply was lost is not applied twice.
+                self._call(
+                    "transact_write_items",
+                    expect=frozenset({"TransactionCanceledException"}),
+                    TransactItems=[record, other],
+                )
+            except _RejectedError as rejected:
+                reasons = rejected.response.get("CancellationReasons") or []
+                codes = [str(r.get("Code", "None")) for r in reasons]
+                if "ConditionalCheckFailed" in codes:
+                    return False
+                if attempt + 1 < _WRITE_TRIES and any(c in _TRANSIENT_CANCEL for c in codes):
+                    time.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+                    continue
+                raise StoreUnavailableError(
+                    f"DynamoDB table {self.table!r} at {self.endpoint}: append to log "
+                    f"{log_id!r} cancelled ({', '.join(codes) or 'no reason given'})"
+                ) from None
+            return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_tail(self, log_id: str) -> int:
+        page = self._call(
+            "query",
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",
+            ExpressionAttributeValues={":pk": {"S": _log_pk(log_id)}, ":r": {"S": "r#"}},
+            ScanIndexForward=False,
+            Limit=1,
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+        )
+        items = page.get("Items", [])
+        return int(items[0]["sk"]["S"][2:]) + 1 if items else 0
+
+    def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
+        for item in self._query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": {"S": _log_pk(log_id)},
+                ":lo": {"S": _log_sk(start)},
+                ":hi": {"S": _log_sk(10**12 - 1)},
+            },
+            ConsistentRead=True,
+        ):
+            yield int(item["sk"]["S"][2:]), _bytes(item["data"])
+
+    def _log_delete(self, log_id: str) -> None:
+        # The head goes last, like a run's record: until then the log is still listed, and
+        # deleting it again finishes the job.
+        keys = [
+            {"pk": item["pk"], "sk": item["sk"]}
+            for item in self._query(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": _log_pk(log_id)}},
+                ProjectionExpression="pk, sk",
+                ConsistentRead=True,
+            )
+            if item["sk"]["S"] != LOG_HEAD_SK
+        ]
+        self._delete_items(log_id, keys)
+        self._call(
+            "delete_item",
+            TableName=self.table,
+            Key={"pk": {"S": _log_pk(log_id)}, "sk": {"S": LOG_HEAD_SK}},
+        )
+
+    def _log_list(self, prefix: str) -> list[tuple[str, str]]:
+        # The index projects keys only: it finds the heads, a batch read fetches their labels.
+        heads = [
+            {"pk": item["pk"], "sk": item["sk"]}
+            for item in self._query(
+                TableName=self.table,
+                IndexName=DUE_INDEX,
+                KeyConditionExpression="due_p = :p",
+                ExpressionAttributeValues={":p": {"S": LOGS_PARTITION}},
+            )
+            if item["pk"]["S"].startswith(_log_pk(prefix))
+        ]
+        found: list[tuple[str, str]] = []
+        for start in range(0, len(heads), 100):
+            keys = heads[start : start + 100]
+            for attempt in range(_WRITE_TRIES + 3):
+                response = self._call(
+                    "batch_get_item",
+                    RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}},
+                )
+                for item in response.get("Responses", {}).get(self.table, []):
+                    found.append((item["pk"]["S"][len("log#") :], item["label"]["S"]))
+                keys = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                if not keys:
+                    break
+                time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+            else:
+                raise StoreUnavailableError(
+                    f"DynamoDB table {self.table!r} at {self.endpoint}: could not read the "
+                    "record logs' labels (throttled); list them again"
+                )
+        return sorted(found)
+
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
@@ -658,6 +798,14 @@ class DynamoHotTier(HotTier):
 
 def _run_key(run_id: str) -> Item:
     return {"pk": {"S": run_id}, "sk": {"S": RUN_SK}}
+
+
+def _log_pk(log_id: str) -> str:
+    return "log#" + log_id  # a run id never holds '#': no log shares a partition with a run
+
+
+def _log_sk(position: int) -> str:
+    return f"r#{position:012d}"
 
 
 def _bytes(attribute: Mapping[str, Any]) -> bytes:

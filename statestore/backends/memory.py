@@ -23,6 +23,8 @@ class MemoryHotTier(HotTier):
         self._runs: dict[str, RunRecord] = share._runs if share else {}
         self._entries: dict[str, list[JournalEntry]] = share._entries if share else {}
         self._signals: dict[str, dict[str, Signal]] = share._signals if share else {}
+        # log id -> (label, records)
+        self._logs: dict[str, tuple[str, list[bytes]]] = share._logs if share else {}
 
     def _insert_run(self, record: RunRecord) -> RunRecord | None:
         with self._lock:
@@ -68,7 +70,6 @@ class MemoryHotTier(HotTier):
         with self._lock:
             self._signals.setdefault(signal.run_id, {})[signal.signal_id] = signal
 
-
     def _delete_signal(self, signal: Signal) -> bool:
         with self._lock:
             return self._signals.get(signal.run_id, {}).pop(signal.signal_id, None) is not None
@@ -110,6 +111,32 @@ class MemoryHotTier(HotTier):
                 if (at := self.ended_at(r)) is not None and at <= before
             ]
         return [run_id for _, run_id in sorted(ended)[:limit]]
+
+    def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
+        with self._lock:
+            _, records = self._logs.setdefault(log_id, (label, []))
+            if len(records) != position:
+                return False
+            records.append(bytes(data))
+            return True
+
+    def _log_tail(self, log_id: str) -> int:
+        with self._lock:
+            return len(self._logs.get(log_id, ("", []))[1])
+
+    def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
+        with self._lock:
+            records = list(self._logs.get(log_id, ("", []))[1][start:])
+        return list(enumerate(records, start))
+
+    def _log_delete(self, log_id: str) -> None:
+        with self._lock:
+            self._logs.pop(log_id, None)
+
+    def _log_list(self, prefix: str) -> list[tuple[str, str]]:
+        with self._lock:
+            found = [(i, label) for i, (label, _) in self._logs.items() if i.startswith(prefix)]
+        return sorted(found)
 
     def _delete_ended(self, claimed: RunRecord) -> bool:
         with self._lock:

@@ -8,6 +8,8 @@ Keys, for the prefix ``P`` and run ``R``::
     P:due            sorted set: run id scored by ``due_at()`` in epoch seconds
     P:ended          sorted set: ended run id scored by ``ended_at()``, for retention
     P:runs           sorted set: run id scored by ``created_at``, for listing
+    P:log:{L}        list: index i holds record i of record log L (``statestore/logs.py``)
+    P:logs           hash: log id -> its label, for listing logs
 
 The ``{R}`` hash tag puts a run's three keys in one Redis Cluster slot. The two indexes are
 global and the scripts touch them together with the run's keys, which a single Redis (or a
@@ -132,6 +134,16 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: log, logs.  ARGV: position, data, log id, label.  Appends only at the log's tail.
+_LOG_INSERT = """
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+if ARGV[1] == '0' then redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4]) end
+return 1
+"""
+
+_LOG_PAGE = 1000  # records per LRANGE when a log is read
+
 
 def mask_password(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``, for messages and logs."""
@@ -177,6 +189,7 @@ class RedisHotTier(HotTier):
         self._due_key = f"{prefix}:due"
         self._runs_key = f"{prefix}:runs"
         self._ended_key = f"{prefix}:ended"
+        self._logs_key = f"{prefix}:logs"
         try:
             self._client: redis.Redis[bytes] = redis.Redis.from_url(
                 url,
@@ -192,6 +205,7 @@ class RedisHotTier(HotTier):
         self._write_script: Script = self._client.register_script(_WRITE)
         self._insert_signal_script: Script = self._client.register_script(_INSERT_SIGNAL)
         self._delete_ended_script: Script = self._client.register_script(_DELETE_ENDED)
+        self._log_insert_script: Script = self._client.register_script(_LOG_INSERT)
         try:
             with self._errors():
                 self._warn_if_volatile()
@@ -209,6 +223,9 @@ class RedisHotTier(HotTier):
 
     def signals_key(self, run_id: str) -> str:
         return f"{self.prefix}:signals:{{{run_id}}}"
+
+    def log_key(self, log_id: str) -> str:
+        return f"{self.prefix}:log:{{{log_id}}}"
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -352,7 +369,6 @@ class RedisHotTier(HotTier):
         if reply != 1:
             raise RunNotFoundError(signal.run_id)
 
-
     def _delete_signal(self, signal: Signal) -> bool:
         with self._errors():
             removed = self._client.hdel(self.signals_key(signal.run_id), _signal_field(signal))
@@ -396,6 +412,45 @@ class RedisHotTier(HotTier):
             for r, d in zip(ids, docs, strict=True)
             if d is not None
         ]
+
+    # ------------------------------------------------------------------ record logs
+
+    def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
+        with self._errors():
+            reply = self._log_insert_script(
+                keys=[self.log_key(log_id), self._logs_key],
+                args=[str(position), data, log_id, label],
+            )
+        return bool(reply == 1)
+
+    def _log_tail(self, log_id: str) -> int:
+        with self._errors():
+            return int(self._client.llen(self.log_key(log_id)))
+
+    def _log_load(self, log_id: str, start: int) -> Iterator[tuple[int, bytes]]:
+        key = self.log_key(log_id)
+        cursor = start
+        while True:
+            with self._errors():
+                page: list[bytes] = self._client.lrange(key, cursor, cursor + _LOG_PAGE - 1)
+            for offset, data in enumerate(page):
+                yield cursor + offset, data
+            if len(page) < _LOG_PAGE:
+                return
+            cursor += len(page)
+
+    def _log_delete(self, log_id: str) -> None:
+        with self._errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self.log_key(log_id))
+            pipe.hdel(self._logs_key, log_id)
+            pipe.execute()
+
+    def _log_list(self, prefix: str) -> list[tuple[str, str]]:
+        with self._errors():
+            found = self._client.hgetall(self._logs_key)
+        listed = [(i.decode(), label.decode()) for i, label in found.items()]
+        return sorted((i, label) for i, label in listed if i.startswith(prefix))
 
     def _delete_run(self, run_id: str) -> None:
         with self._errors():

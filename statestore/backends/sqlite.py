@@ -34,9 +34,9 @@ from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal
 _NO_ROOM_CODES = frozenset({13, 8})
 
 # The schema's version, kept in ``PRAGMA user_version``. 0 is a new, empty file, or one written
-# before versioning (version 1: a WITHOUT ROWID journal, no ended_at). Each migration moves one
-# version up; ``_prepare`` runs them in one transaction.
-SCHEMA_VERSION = 2
+# before versioning (version 1: a WITHOUT ROWID journal, no ended_at; version 2: no record
+# logs). Each migration moves one version up; ``_prepare`` runs them in one transaction.
+SCHEMA_VERSION = 3
 
 # Page size of a new database (an existing one keeps its own). A journal row is an entry's whole
 # document, often 2-3 KB: a 4 KB page fits one such row and wastes the rest, 16 KB pages fit
@@ -56,6 +56,24 @@ CREATE TABLE {name} (
 
 # ended_at: when the run ended (``HotTier.ended_at``), indexed for retention.
 _ENDED_INDEX = "CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL"
+
+# Record logs (``statestore/logs.py``): a log's label, and its records by dense position. The
+# records are a rowid table for the journal's reason: rows of a few KB stay inline in its leaves.
+_LOGS = (
+    """
+CREATE TABLE logs (
+    log_id     TEXT PRIMARY KEY,
+    label      TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID""",
+    """
+CREATE TABLE log_records (
+    log_id   TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    data     BLOB NOT NULL,
+    PRIMARY KEY (log_id, position)
+)""",
+)
 
 _CREATE = (
     """
@@ -79,6 +97,7 @@ CREATE TABLE signals (
     doc       BLOB NOT NULL,
     PRIMARY KEY (run_id, name, signal_id)
 ) WITHOUT ROWID""",
+    *_LOGS,
 )
 
 _PAGE = 1000
@@ -160,7 +179,16 @@ def _v1_to_v2(conn: sqlite3.Connection, load: RecordLoader) -> None:
     conn.execute("ALTER TABLE journal_v2 RENAME TO journal")
 
 
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection, RecordLoader], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: sqlite3.Connection, load: RecordLoader) -> None:
+    """Add the record logs."""
+    for statement in _LOGS:
+        conn.execute(statement)
+
+
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection, RecordLoader], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}
 
 
 class SqliteHotTier(HotTier):
@@ -328,7 +356,6 @@ class SqliteHotTier(HotTier):
                 (signal.run_id, signal.name, signal.signal_id, serialize.dump(signal)),
             )
 
-
     def _delete_signal(self, signal: Signal) -> bool:
         with self._errors():
             cur = self._conn().execute(
@@ -436,6 +463,88 @@ class SqliteHotTier(HotTier):
                     conn.execute("ROLLBACK")
                 raise
         return True
+
+    # ------------------------------------------------------------------ record logs
+
+    def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
+        # One statement is atomic: the row goes in only at the log's tail (position free, the
+        # one before it taken), so racing writers and a stale tail never overwrite or leave gaps.
+        insert = (
+            "INSERT INTO log_records (log_id, position, data) SELECT ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM log_records WHERE log_id = ? AND position = ?) "
+            "AND (? = 0 OR EXISTS (SELECT 1 FROM log_records WHERE log_id = ? AND position = ?))"
+        )
+        args = (log_id, position, data, log_id, position, position, log_id, position - 1)
+        with self._errors():
+            conn = self._conn()
+            if position != 0:
+                return bool(conn.execute(insert, args).rowcount == 1)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = conn.execute(insert, args).rowcount == 1
+                if done:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO logs (log_id, label, created_at) VALUES (?, ?, ?)",
+                        (log_id, label, self.now().timestamp()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return done
+
+    def _log_tail(self, log_id: str) -> int:
+        with self._errors():
+            row = (
+                self._conn()
+                .execute("SELECT MAX(position) FROM log_records WHERE log_id = ?", (log_id,))
+                .fetchone()
+            )
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
+        conn = self._conn()
+        cursor = start
+        while True:
+            with self._errors():
+                rows = conn.execute(
+                    "SELECT position, data FROM log_records WHERE log_id = ? AND position >= ? "
+                    "ORDER BY position LIMIT ?",
+                    (log_id, cursor, _PAGE),
+                ).fetchall()
+            for position, data in rows:
+                yield int(position), bytes(data)
+            if len(rows) < _PAGE:
+                return
+            cursor = rows[-1][0] + 1
+
+    def _log_delete(self, log_id: str) -> None:
+        with self._errors():
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM log_records WHERE log_id = ?", (log_id,))
+                conn.execute("DELETE FROM logs WHERE log_id = ?", (log_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _log_list(self, prefix: str) -> list[tuple[str, str]]:
+        # Log ids are ASCII below DEL, so [prefix, prefix + DEL) is exactly the ids with prefix.
+        with self._errors():
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT log_id, label FROM logs WHERE log_id >= ? AND log_id < ? "
+                    "ORDER BY log_id",
+                    (prefix, prefix + "\x7f"),
+                )
+                .fetchall()
+            )
+        return [(str(i), str(label)) for i, label in rows]
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -88,7 +88,9 @@ def test_blobs_round_trip_and_many_fetch_concurrently(tier: S3ColdTier) -> None:
 
 def test_missing_blob_raises_not_found_naming_the_key(tier: S3ColdTier) -> None:
     ref = BlobRef(sha256="0" * 64, size=3, codec="x")
-    with pytest.raises(BlobNotFoundError, match=rf"s3://{tier.bucket}/app/outlast/runs/r1/blobs/0{{64}}"):
+    with pytest.raises(
+        BlobNotFoundError, match=rf"s3://{tier.bucket}/app/outlast/runs/r1/blobs/0{{64}}"
+    ):
         tier.get("r1", ref)
     stored = tier.put("r2", b"abc")
     with pytest.raises(BlobNotFoundError):

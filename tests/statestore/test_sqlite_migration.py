@@ -141,7 +141,7 @@ def test_a_legacy_database_is_migrated_in_place_with_its_data(tmp_path: Path) ->
     assert user_version(path) == 0
     hot = SqliteHotTier(path, clock=lambda: T0 + timedelta(days=2), retention=timedelta(days=1))
     try:
-        assert user_version(path) == SCHEMA_VERSION == 2
+        assert user_version(path) == SCHEMA_VERSION == 3
         assert "WITHOUT ROWID" not in table_sql(path, "journal")
         assert [e.value for e in hot.read_journal("live")] == [value(i) for i in range(ENTRIES)]
         assert [s.payload for s in hot.pending_signals("live")] == [b"p"]
@@ -213,7 +213,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(StateStoreError, match="schema version 3, newer"):
+    with pytest.raises(StateStoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
         SqliteHotTier(path)
 
 
