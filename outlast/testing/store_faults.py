@@ -49,7 +49,18 @@ FAULT_KINDS = ("error_before", "lost_reply", "read_error", "kill_before", "kill_
 
 # Primitive names that change stored state. Unknown primitives (added after this was written)
 # are classified by their name's verb; anything else is treated as a read.
-_WRITE_VERBS = ("_insert", "_write", "_delete", "_put", "_claim", "_drop", "_take", "_expire")
+_WRITE_VERBS = (
+    "_insert",
+    "_write",
+    "_delete",
+    "_put",
+    "_claim",
+    "_drop",
+    "_take",
+    "_expire",
+    "_log_insert",
+    "_log_delete",
+)
 
 
 class SimulatedKill(BaseException):
@@ -303,6 +314,25 @@ class FaultyHotTier(HotTier):
 
     def _delete_ended(self, claimed: RunRecord) -> bool:
         return self._c("_delete_ended", claimed.run_id, lambda: self.inner._delete_ended(claimed))
+
+    def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
+        return self._c(
+            "_log_insert", log_id, lambda: self.inner._log_insert(log_id, position, data, label)
+        )
+
+    def _log_tail(self, log_id: str) -> int:
+        return self._c("_log_tail", log_id, lambda: self.inner._log_tail(log_id))
+
+    def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
+        return self.injector.call_iter(
+            "hot", "_log_load", log_id, lambda: self.inner._log_load(log_id, start)
+        )
+
+    def _log_delete(self, log_id: str) -> None:
+        self._c("_log_delete", log_id, lambda: self.inner._log_delete(log_id))
+
+    def _log_list(self, prefix: str) -> list[tuple[str, str]]:
+        return self._c("_log_list", None, lambda: self.inner._log_list(prefix))
 
     def close(self) -> None:
         self.inner.close()

@@ -16,7 +16,7 @@ pytest.importorskip("langgraph")
 
 from langgraph.graph import START, MessagesState, StateGraph
 
-from outlast.integrations.langgraph import OutlastSaver, thread_run_id
+from outlast.integrations.langgraph import OutlastSaver, thread_log_id
 from statestore import BlobRef, StateStore, open_store
 
 
@@ -29,8 +29,8 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
 
 def _payload_sizes(store: StateStore, thread_id: str) -> list[int]:
     sizes = []
-    for signal in store.hot.pending_signals(thread_run_id(thread_id), "lg"):
-        payload = signal.payload
+    for record in store.hot.read_log(thread_log_id(thread_id)):
+        payload = record.payload
         sizes.append(payload.size if isinstance(payload, BlobRef) else len(payload or b""))
     return sizes
 
@@ -125,3 +125,133 @@ async def _async_methods_and_copy_prune(store: StateStore) -> None:
     assert pruned is not None and pruned.checkpoint["channel_values"]["log"] == [0, 0, 0]
     await saver.adelete_thread("a")
     assert await saver.aget_tuple(config) is None
+
+
+# ---------------------------------------------------------------------- real use: several writers,
+# delete and re-create, store faults on every call
+
+
+def _chat_graph(saver: OutlastSaver, replies: list[str]) -> Any:
+    def reply(state: MessagesState) -> dict[str, Any]:
+        turn = sum(1 for m in state["messages"] if m.type == "ai")
+        return {"messages": [{"role": "ai", "content": replies[turn]}]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    return builder.compile(checkpointer=saver)
+
+
+def _contents(graph: Any, config: Any) -> list[str]:
+    return [m.content for m in graph.get_state(config).values.get("messages", [])]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_two_processes_take_turns_on_one_thread(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two savers on two handles (two processes) answer alternate turns of one thread; each
+    sees the other's checkpoints, and a large value written by one is read by the other."""
+    from tests.conftest import unique
+
+    if kind == "sqlite":
+        hot = f"sqlite:///{tmp_path}/hot.db"
+    else:
+        hot = f"{request.getfixturevalue('redis_server').url}?prefix={unique('lgtwo')}"
+    stores = [open_store(hot, f"file://{tmp_path}/cold") for _ in range(2)]
+    rng = random.Random(11)
+    texts = [base64.b64encode(rng.randbytes(300 if i % 7 else 9_000)).decode() for i in range(24)]
+    replies = texts[1::2]
+    graphs = [_chat_graph(OutlastSaver(s), replies) for s in stores]
+    config: Any = {"configurable": {"thread_id": "shared thread / any text"}}
+    for turn in range(12):
+        graphs[turn % 2].invoke(
+            {"messages": [{"role": "user", "content": texts[2 * turn]}]}, config
+        )
+    for graph in graphs:
+        assert _contents(graph, config) == texts
+    assert OutlastSaver(stores[0])._thread_ids() == ["shared thread / any text"]
+    for s in stores:
+        s.close()
+
+
+def test_a_view_from_before_delete_and_recreate_is_not_mixed_in(store: StateStore) -> None:
+    old_view, other = OutlastSaver(store), OutlastSaver(store)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    first = _chat_graph(old_view, [f"old reply {i}" for i in range(5)])
+    for i in range(3):
+        first.invoke({"messages": [{"role": "user", "content": f"old {i}"}]}, config)
+    other.delete_thread("t")
+    second = _chat_graph(other, [f"new reply {i}" for i in range(5)])
+    for i in range(4):  # the new log grows past the old view's position
+        second.invoke({"messages": [{"role": "user", "content": f"new {i}"}]}, config)
+    expected = [x for i in range(4) for x in (f"new {i}", f"new reply {i}")]
+    assert _contents(first, config) == expected  # the old view started over
+    first.invoke({"messages": [{"role": "user", "content": "new 4"}]}, config)
+    assert _contents(second, config) == [*expected, "new 4", "old reply 4"]
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_store_faults_on_every_call_lose_nothing_committed(tmp_path: Path, exclusive: bool) -> None:
+    """Errors before writes, lost replies after writes landed, failed reads and simulated kills,
+    drawn per call: a turn that fails is resumed as durable_graph would (from the last checkpoint,
+    by a fresh saver after a kill), and the conversation ends exactly as without faults."""
+    from outlast.testing.store_faults import (
+        FaultInjector,
+        FaultRates,
+        FaultyColdTier,
+        FaultyHotTier,
+        SimulatedKill,
+    )
+    from statestore import StoreUnavailableError
+
+    seed = random.randrange(1 << 30)
+    rates = FaultRates(
+        error_before=0.05, lost_reply=0.08, read_error=0.05, kill_before=0.02, kill_after=0.02
+    )
+    injector = FaultInjector(seed, rates)
+    inner = open_store(f"sqlite:///{tmp_path}/hot.db", f"file://{tmp_path}/cold")
+    faulty = StateStore(FaultyHotTier(inner.hot, injector), FaultyColdTier(inner.cold, injector))
+    rng = random.Random(seed)
+    turns = 25
+    users = [
+        base64.b64encode(rng.randbytes(rng.choice([200, 2_000, 12_000]))).decode()
+        for _ in range(turns)
+    ]
+    replies = [f"reply {i}: " + users[i][:50] for i in range(turns)]
+    config: Any = {"configurable": {"thread_id": "faulty"}}
+    graph = _chat_graph(OutlastSaver(faulty, exclusive=exclusive), replies)
+    failures = 0
+    last: BaseException | None = None
+    try:
+        for turn in range(turns):
+            for _attempt in range(200):
+                try:
+                    state = graph.get_state(config)
+                    done = [m.content for m in state.values.get("messages", [])]
+                    if users[turn] not in done:  # the input was not committed: send it
+                        graph.invoke(
+                            {"messages": [{"role": "user", "content": users[turn]}]}, config
+                        )
+                    elif state.tasks:  # committed input, reply missing: resume
+                        # (``next`` leaves out tasks whose writes were saved: not enough.)
+                        graph.invoke(None, config)
+                    break
+                except (StoreUnavailableError, SimulatedKill) as exc:
+                    last = exc
+                    failures += 1
+                    injector.revive(thread_log_id("faulty"))
+                    # A kill loses the process: the next attempt is a new saver; an error keeps it.
+                    graph = _chat_graph(OutlastSaver(faulty, exclusive=exclusive), replies)
+            else:
+                raise AssertionError(f"seed {seed}: turn {turn} never got through: {last!r}")
+        with injector.scope("off"):
+            fresh = _chat_graph(OutlastSaver(inner), replies)
+            names = {u: f"u{i}" for i, u in enumerate(users)} | {
+                r: f"r{i}" for i, r in enumerate(replies)
+            }
+            got = [names.get(c, "?") for c in _contents(fresh, config)]
+            assert got == [x for i in range(turns) for x in (f"u{i}", f"r{i}")], f"seed {seed}"
+        assert failures > 0, f"seed {seed}: no fault fired; the test tested nothing"
+    finally:
+        inner.close()

@@ -6,6 +6,6 @@
 """
 
 from .graph import RESUME_SIGNAL, durable_graph
-from .saver import THREAD_FUNCTION, OutlastSaver, thread_run_id
+from .saver import OutlastSaver, thread_log_id
 
-__all__ = ["RESUME_SIGNAL", "THREAD_FUNCTION", "OutlastSaver", "durable_graph", "thread_run_id"]
+__all__ = ["RESUME_SIGNAL", "OutlastSaver", "durable_graph", "thread_log_id"]

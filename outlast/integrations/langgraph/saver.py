@@ -1,23 +1,22 @@
-"""LangGraph on Outlast: a checkpointer on the bi-tier store, and graphs run as durable functions.
+"""``OutlastSaver``: a LangGraph checkpointer on Outlast's bi-tier state store.
 
-``OutlastSaver(store)`` is a ``BaseCheckpointSaver`` (sync and async methods) that keeps each
-LangGraph thread in Outlast's state store:
+A thread is a *record log* in the hot tier (``statestore/logs.py``; id ``lgt-<hash of the thread
+id>``, labelled with the thread id): every ``put`` and ``put_writes`` appends one record, so a
+commit is one hot insert whatever the thread's length, and a reader that knows records
+``0..n-1`` reads only the ones after them.
 
-- a thread is a *parked* hot-tier run (``lgt-<hash of the thread id>``, function
-  ``outlast.langgraph.thread``, suspended on a signal that never comes, so no sweeper or worker
-  ever drives it) and its checkpoint records are an append-only log of that run's pending
-  signals (``HotTier.put_signal`` / ``pending_signals``): one hot insert per ``put`` or
-  ``put_writes``, whatever the thread's length;
-- a record holds only the channels whose version changed (blobs keyed by
-  (thread, namespace, channel, version)); a list channel that grew by appending (``add_messages``,
-  ``operator.add``) stores only the appended items and names the version it extends;
-- a channel value larger than an eighth of the hot tier's inline limit goes to the cold tier as an
-  immutable blob named by its content (the record keeps the reference), and a record that is
-  still too large goes cold whole.
-
-``durable_graph(app, graph, name=...)`` registers a durable function that runs a compiled graph
-one superstep per durable step, so the leg's budget is checked between supersteps and a hand-off
-continues from the last checkpoint; ``interrupt()`` suspends the run on the signal ``resume``.
+- A checkpoint record holds only the channels whose version changed (blobs keyed by
+  (namespace, channel, version)); a list channel that grew by appending (``add_messages``,
+  ``operator.add``) stores only the appended items and names the version it extends.
+- A record is zstd-compressed against the raw bytes of the few records before it (a raw-content
+  dictionary, named by their positions). A turn's message appears in the task's writes and again
+  in the next checkpoint; the second copy costs a few bytes, not its size.
+- A channel value larger than an eighth of the hot tier's inline limit goes to the cold tier as an
+  immutable blob named by its content (the record keeps the reference); a record that is still
+  too large goes cold whole.
+- Each record carries its log's generation (random, drawn by the log's first record), so a
+  reader whose view predates a ``delete_thread`` and a re-creation starts over instead of mixing
+  the two logs.
 
 Values are serialised with LangGraph's own serializer (``JsonPlusSerializer``, msgpack; its
 pickle fallback stays off).
@@ -29,12 +28,10 @@ import asyncio
 import builtins
 import hashlib
 import operator
-import random
+import secrets
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, cast
 
 import msgpack
@@ -53,40 +50,31 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from statestore import (
-    BlobRef,
-    CorruptStateError,
-    LeaseHeldError,
-    RunRecord,
-    RunStatus,
-    StateStore,
-)
+from statestore import BlobRef, CorruptStateError, LogRecord, StateStore
 
-__all__ = ["THREAD_FUNCTION", "OutlastSaver", "thread_run_id"]
+__all__ = ["OutlastSaver", "thread_log_id"]
 
-THREAD_FUNCTION = "outlast.langgraph.thread"
-_PARKED_ON = "outlast.langgraph.never"  # the signal a thread run waits for; nobody sends it
-_RECORD_SIGNAL = "lg"
-_OWNER = "outlast-langgraph-saver"
-_MAGIC = b"LGZ1"  # a record: msgpack {"z": [signal ids of its dictionary], "d": zstd bytes}
+LOG_PREFIX = "lgt-"
+_MAGIC = b"LGZ2"  # a record: msgpack {"g": generation, "z": [dictionary positions], "d": zstd}
 _DICT_RECORDS = 4  # a record is compressed against the raw bytes of the last few records
+_KEEP_RAW = 4 * _DICT_RECORDS  # raw records a thread's view keeps for later dictionaries
 
 Key = tuple[str, str, Any]  # (namespace, channel, version)
 
 
-def thread_run_id(thread_id: str) -> str:
-    """The hot-tier run that holds a LangGraph thread's checkpoints."""
-    return "lgt-" + hashlib.sha256(thread_id.encode()).hexdigest()[:24]
+def thread_log_id(thread_id: str) -> str:
+    """The record log that holds a LangGraph thread's checkpoints."""
+    return LOG_PREFIX + hashlib.sha256(thread_id.encode()).hexdigest()[:24]
 
 
 @dataclass
 class _Thread:
     """What one process knows of one thread (rebuilt from the log, extended as it grows)."""
 
-    incarnation: str = ""
-    seen: int = 0  # records of the log applied
-    synced: bool = False  # the log has been listed once (an exclusive saver lists it only once)
-    last_id: str = ""  # signal id of the last record applied
+    generation: bytes = b""
+    seen: int = 0  # records 0..seen-1 are applied
+    synced: bool = False  # the log has been read once (an exclusive saver reads it only once)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one append at a time
     # (ns, checkpoint id) -> (checkpoint without values, metadata, parent id)
     checkpoints: dict[tuple[str, str], tuple[list[Any], list[Any], str | None]] = field(
         default_factory=dict
@@ -95,8 +83,7 @@ class _Thread:
     writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, list[Any], str]]] = field(
         default_factory=dict
     )
-    raw: dict[str, bytes] = field(default_factory=dict)  # signal id -> raw record, recent ones
-    order: list[str] = field(default_factory=list)  # the recent records' ids, oldest first
+    raw: dict[int, bytes] = field(default_factory=dict)  # position -> raw record, recent ones
     values: dict[Key, Any] = field(default_factory=dict)  # decoded values, a few recent ones
     # (ns, channel) -> (version, a copy of the list stored at it): the base of the next append
     tails: dict[tuple[str, str], tuple[Any, list[Any]]] = field(default_factory=dict)
@@ -116,8 +103,8 @@ class OutlastSaver(BaseCheckpointSaver[str]):
     ) -> None:
         """``exclusive``: only this saver writes the threads it touches (one process, or the one
         leg holding a run's lease). After its first read of a thread it reads from what it knows
-        plus its own writes, without listing the thread's log again, so reads stop growing with
-        the thread. Call ``forget(thread_id)`` when another writer may have run since."""
+        plus its own writes, without asking the store for new records, so reads stop costing a
+        round trip. Call ``forget(thread_id)`` when another writer may have run since."""
         super().__init__(serde=serde)
         self.store = store
         self.exclusive = exclusive
@@ -128,85 +115,99 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         self._threads: dict[str, _Thread] = {}
         self._lock = threading.RLock()
 
-    # ------------------------------------------------------------------ the thread's run
-
-    def _record(self, thread_id: str, *, create: bool) -> RunRecord | None:
-        """The thread's parked run, created and parked if ``create``; None if it has none."""
-        sid = thread_run_id(thread_id)
-        hot = self.store.hot
-        record = hot.find_run(sid)
-        if record is None:
-            if not create:
-                return None
-            record = hot.create_run(sid, THREAD_FUNCTION, tags={"langgraph_thread": thread_id})
-        deadline = time.monotonic() + 30.0
-        while record.status is not RunStatus.SUSPENDED:
-            if record.status.terminal or not record.status.takes_legs:
-                raise RuntimeError(
-                    f"langgraph thread {thread_id!r}: its run {sid!r} is {record.status.value}"
-                )
-            try:
-                _, lease = hot.take_lease(sid, _OWNER, timedelta(seconds=10))
-                record = hot.suspend(sid, lease.token, waiting_for=_PARKED_ON)
-            except LeaseHeldError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02 + random.random() * 0.05)
-                record = hot.get_run(sid)
-        return record
+    # ------------------------------------------------------------------ the thread's log
 
     def forget(self, thread_id: str) -> None:
-        """Drop what this saver knows of a thread: the next read lists its log again."""
+        """Drop what this saver knows of a thread: the next read reads its log again."""
         with self._lock:
             self._threads.pop(str(thread_id), None)
 
-    def _sync(self, thread_id: str) -> _Thread | None:
-        """Bring this process's view of the thread up to date; None if the thread has no data."""
-        if self.exclusive:
-            known = self._threads.get(thread_id)
-            if known is not None and known.synced:
-                return known
-        record = self._record(thread_id, create=False)
+    def _view(self, thread_id: str) -> _Thread:
         with self._lock:
-            if record is None:
-                self._threads.pop(thread_id, None)
-                return None
             state = self._threads.get(thread_id)
-            if state is None or state.incarnation != record.incarnation:
-                state = _Thread(incarnation=record.incarnation)
-                self._threads[thread_id] = state
-            sid = record.run_id
-            signals = self.store.hot.pending_signals(sid, _RECORD_SIGNAL)
-            listing = {s.signal_id: s.payload for s in signals}
-            for signal in signals:
-                if signal.signal_id <= state.last_id:
-                    continue
-                raw = self._raw(sid, state, signal.signal_id, listing)
-                self._apply(state, msgpack.unpackb(raw, raw=False, strict_map_key=False))
-                state.last_id = signal.signal_id
-                state.seen += 1
-            state.synced = True
+            if state is None:
+                state = self._threads[thread_id] = _Thread()
             return state
 
-    def _raw(self, sid: str, state: _Thread, signal_id: str, listing: dict[str, Any]) -> bytes:
-        """The raw bytes of record ``signal_id`` (decompressed against its dictionary)."""
-        if signal_id in state.raw:
-            return state.raw[signal_id]
-        payload = listing.get(signal_id)
-        if payload is None:
-            raise CorruptStateError(
-                f"langgraph record {signal_id} is missing (another names it as its dictionary)",
-                run_id=sid,
-                tier=self.store.hot.scheme,
-                key=signal_id,
-            )
-        data = self.store.cold.get(sid, payload) if isinstance(payload, BlobRef) else payload
+    def _sync(self, thread_id: str) -> _Thread | None:
+        """Bring this process's view of the thread up to date; None if the thread has no data."""
+        state = self._view(thread_id)
+        if self.exclusive and state.synced:
+            return state if state.seen else None
+        with state.lock:
+            self._catch_up(thread_id, state)
+        return state if state.seen else None
+
+    def _catch_up(self, thread_id: str, state: _Thread) -> None:
+        """Apply the records after ``state.seen`` (under ``state.lock``)."""
+        log_id = thread_log_id(thread_id)
+        # Re-read the last applied record too: if it is gone or of another generation, the log
+        # was deleted (and maybe re-created) since, and the view starts over.
+        start = max(state.seen - 1, 0)
+        records = self.store.hot.read_log(log_id, start)
+        if state.seen:
+            if not records or self._frame(log_id, records[0])["g"] != state.generation:
+                self._reset(state)
+                records = self.store.hot.read_log(log_id, 0)
+            else:
+                records = records[1:]
+        frames = {r.position: self._frame(log_id, r) for r in records}
+        for record in records:
+            frame = frames[record.position]
+            if state.seen == 0:
+                state.generation = frame["g"]
+            elif frame["g"] != state.generation:
+                raise CorruptStateError(
+                    f"langgraph thread {thread_id!r}: record {record.position} belongs to another "
+                    "generation of the log than the records before it",
+                    tier=self.store.hot.scheme,
+                    key=f"logs/{log_id}/{record.position}",
+                )
+            raw = self._raw(log_id, state, record.position, frames)
+            self._apply(state, msgpack.unpackb(raw, raw=False, strict_map_key=False))
+            state.seen = record.position + 1
+        state.synced = True
+
+    @staticmethod
+    def _reset(state: _Thread) -> None:
+        fresh = _Thread()
+        for name in ("generation", "seen", "checkpoints", "blobs", "writes", "raw", "values"):
+            setattr(state, name, getattr(fresh, name))
+        state.tails = {}
+
+    def _frame(self, log_id: str, record: LogRecord) -> dict[str, Any]:
+        payload = record.payload
+        data = self.store.cold.get(log_id, payload) if isinstance(payload, BlobRef) else payload
         if not data.startswith(_MAGIC):
             raise CorruptStateError(
-                "not a langgraph checkpoint record", run_id=sid, tier="hot", key=signal_id
+                "not a langgraph checkpoint record",
+                tier=self.store.hot.scheme,
+                key=f"logs/{log_id}/{record.position}",
             )
-        frame = msgpack.unpackb(data[len(_MAGIC) :], raw=False)
-        prefix = b"".join(self._raw(sid, state, ref, listing) for ref in frame["z"])
+        frame: dict[str, Any] = msgpack.unpackb(data[len(_MAGIC) :], raw=False)
+        return frame
+
+    def _raw(
+        self, log_id: str, state: _Thread, position: int, frames: dict[int, dict[str, Any]]
+    ) -> bytes:
+        """The raw bytes of record ``position`` (decompressed against its dictionary)."""
+        if position in state.raw:
+            return state.raw[position]
+        frame = frames.get(position)
+        if frame is None:  # a dictionary record this view no longer keeps: read it again
+            frames.update(
+                (r.position, self._frame(log_id, r))
+                for r in self.store.hot.read_log(log_id, position)[: _KEEP_RAW + 1]
+            )
+            frame = frames.get(position)
+            if frame is None:
+                raise CorruptStateError(
+                    f"langgraph record {position} is missing (a later record names it as its "
+                    "dictionary)",
+                    tier=self.store.hot.scheme,
+                    key=f"logs/{log_id}/{position}",
+                )
+        prefix = b"".join(self._raw(log_id, state, ref, frames) for ref in frame["z"])
         if prefix:
             dictionary = zstandard.ZstdCompressionDict(
                 prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT
@@ -214,43 +215,57 @@ class OutlastSaver(BaseCheckpointSaver[str]):
             raw = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame["d"])
         else:
             raw = zstandard.ZstdDecompressor().decompress(frame["d"])
-        self._remember(state, signal_id, raw)
+        self._remember(state, position, raw)
         return bytes(raw)
 
-    def _remember(self, state: _Thread, signal_id: str, raw: bytes) -> None:
-        state.raw[signal_id] = raw
-        state.order.append(signal_id)
-        while len(state.order) > 4 * _DICT_RECORDS:
-            state.raw.pop(state.order.pop(0), None)
+    @staticmethod
+    def _remember(state: _Thread, position: int, raw: bytes) -> None:
+        state.raw[position] = raw
+        while len(state.raw) > _KEEP_RAW:
+            state.raw.pop(min(state.raw))
 
-    def _append(self, thread_id: str, record: dict[str, Any], run: RunRecord | None = None) -> None:
-        """Append one record: compressed against the last few this process knows, named."""
-        run = run or self._record(thread_id, create=True)
-        assert run is not None
-        with self._lock:
-            state = self._threads.get(thread_id)
-            if state is None or state.incarnation != run.incarnation:
-                state = self._threads[thread_id] = _Thread(incarnation=run.incarnation)
-            refs = [r for r in state.order[-_DICT_RECORDS:] if r in state.raw]
-            prefix = b"".join(state.raw[r] for r in refs)
+    def _append(self, thread_id: str, record: dict[str, Any]) -> None:
+        """Append one record, compressed against the last few records of the log."""
+        state = self._view(thread_id)
+        log_id = thread_log_id(thread_id)
         raw = msgpack.packb(record, use_bin_type=True)
-        if len(prefix) >= 8:
-            dictionary = zstandard.ZstdCompressionDict(
-                prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+        # One append per thread at a time in this process: LangGraph saves a superstep's writes
+        # from background threads, and a record compressed before the one just ahead of it was
+        # remembered would miss the copy of its content that record holds.
+        with state.lock:
+            if not (self.exclusive and state.synced):
+                self._catch_up(thread_id, state)
+            if not state.generation:
+                state.generation = secrets.token_bytes(8)
+            refs = [p for p in range(state.seen - _DICT_RECORDS, state.seen) if p in state.raw]
+            prefix = b"".join(state.raw[p] for p in refs)
+            if len(prefix) >= 8:
+                dictionary = zstandard.ZstdCompressionDict(
+                    prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+                )
+                data = zstandard.ZstdCompressor(level=3, dict_data=dictionary).compress(raw)
+            else:
+                refs = []
+                data = zstandard.ZstdCompressor(level=3).compress(raw)
+            framed = _MAGIC + msgpack.packb(
+                {"g": state.generation, "z": refs, "d": data}, use_bin_type=True
             )
-            data = zstandard.ZstdCompressor(level=3, dict_data=dictionary).compress(raw)
-        else:
-            refs = []
-            data = zstandard.ZstdCompressor(level=3).compress(raw)
-        framed = _MAGIC + msgpack.packb({"z": refs, "d": data}, use_bin_type=True)
-        payload = self.store.place(run.run_id, framed)
-        signal = self.store.hot.put_signal(run.run_id, _RECORD_SIGNAL, payload)
-        with self._lock:
-            self._remember(state, signal.signal_id, raw)
-            if self.exclusive and state.synced:  # no other writer: what we wrote is all there is
+            try:
+                payload = self.store.place(log_id, framed)
+                position = self.store.hot.append_log(log_id, payload, label=thread_id)
+            except BaseException:
+                # The append may have landed with its reply lost: read the log before trusting
+                # this view again, even in exclusive mode.
+                state.synced = False
+                raise
+            if position == state.seen:
+                self._remember(state, position, raw)
                 self._apply(state, record)
-                state.last_id = max(state.last_id, signal.signal_id)
-                state.seen += 1
+                state.seen = position + 1
+            else:  # another writer got in between: read the log again before trusting the view
+                state.synced = False
+                if self.exclusive:
+                    self._catch_up(thread_id, state)
 
     # ------------------------------------------------------------------ records
 
@@ -272,13 +287,13 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         """A blob descriptor: ``["v", type, bytes]`` inline, ``["c", type, ref]`` cold."""
         kind, data = typed
         if len(data) > self.inline_limit:
-            ref = self.store.cold.put(thread_run_id(thread_id), data, codec=f"langgraph/{kind}")
+            ref = self.store.cold.put(thread_log_id(thread_id), data, codec=f"langgraph/{kind}")
             return ["c", kind, ref.model_dump(mode="json")]
         return ["v", kind, data]
 
     def _unplace(self, thread_id: str, blob: list[Any]) -> Any:
         if blob[0] == "c":
-            data = self.store.cold.get(thread_run_id(thread_id), BlobRef(**blob[2]))
+            data = self.store.cold.get(thread_log_id(thread_id), BlobRef(**blob[2]))
             return self.serde.loads_typed((blob[1], data))
         return self.serde.loads_typed((blob[1], blob[2]))
 
@@ -381,11 +396,7 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         return self._tuple(thread_id, state, ns, checkpoint_id)
 
     def _thread_ids(self) -> list[str]:
-        found: list[str] = []
-        for record in self.store.hot.list_runs(limit=1_000_000):
-            if record.function == THREAD_FUNCTION and "langgraph_thread" in record.tags:
-                found.append(record.tags["langgraph_thread"])
-        return found
+        return [log.label for log in self.store.hot.list_logs(LOG_PREFIX)]
 
     def list(
         self,
@@ -432,12 +443,7 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
-        run = self._record(thread_id, create=True)
-        assert run is not None
-        with self._lock:
-            state = self._threads.get(thread_id)
-            if state is None or state.incarnation != run.incarnation:
-                state = self._threads[thread_id] = _Thread(incarnation=run.incarnation)
+        state = self._view(thread_id)
         copy = dict(checkpoint)
         values: dict[str, Any] = copy.pop("channel_values", {})  # type: ignore[assignment]
         stored: list[list[Any]] = []
@@ -468,7 +474,7 @@ class OutlastSaver(BaseCheckpointSaver[str]):
             "md": [md_type, md_data],
             "vals": stored,
         }
-        self._append(thread_id, record, run)
+        self._append(thread_id, record)
         with self._lock:
             state.tails.update(tails)
         return {
@@ -510,11 +516,9 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         )
 
     def delete_thread(self, thread_id: str) -> None:
-        sid = thread_run_id(str(thread_id))
         with self._lock:
             self._threads.pop(str(thread_id), None)
-        if self.store.hot.find_run(sid) is not None:
-            self.store.delete_run(sid)
+        self.store.delete_log(thread_log_id(str(thread_id)))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         source = self._records(str(source_thread_id))
@@ -560,17 +564,16 @@ class OutlastSaver(BaseCheckpointSaver[str]):
                     self.put_writes(tup.config, ws, task_id, path)
 
     def _records(self, thread_id: str) -> builtins.list[dict[str, Any]]:
-        sid = thread_run_id(thread_id)
-        if self.store.hot.find_run(sid) is None:
-            return []
-        signals = self.store.hot.pending_signals(sid, _RECORD_SIGNAL)
-        listing = {s.signal_id: s.payload for s in signals}
+        """Every record of the thread's log, decoded (for copying a thread)."""
+        log_id = thread_log_id(thread_id)
+        records = self.store.hot.read_log(log_id)
+        frames = {r.position: self._frame(log_id, r) for r in records}
         scratch = _Thread()
         return [
             msgpack.unpackb(
-                self._raw(sid, scratch, s.signal_id, listing), raw=False, strict_map_key=False
+                self._raw(log_id, scratch, r.position, frames), raw=False, strict_map_key=False
             )
-            for s in signals
+            for r in records
         ]
 
     def _rehome(self, source: str, target: str, rec: dict[str, Any]) -> dict[str, Any]:
@@ -578,8 +581,8 @@ class OutlastSaver(BaseCheckpointSaver[str]):
 
         def move(blob: list[Any]) -> list[Any]:
             if blob[0] == "c":
-                data = self.store.cold.get(thread_run_id(source), BlobRef(**blob[2]))
-                ref = self.store.cold.put(thread_run_id(target), data, codec=blob[2]["codec"])
+                data = self.store.cold.get(thread_log_id(source), BlobRef(**blob[2]))
+                ref = self.store.cold.put(thread_log_id(target), data, codec=blob[2]["codec"])
                 return ["c", blob[1], ref.model_dump(mode="json")]
             if blob[0] == "d":
                 return ["d", blob[1], move(blob[2])]
