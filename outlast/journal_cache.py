@@ -25,20 +25,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
-from statestore import HotTier, JournalEntry, RunRecord
+from statestore import HotTier, JournalEntry, RunRecord, entry_memory
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-# What one decoded entry costs in memory besides its value: a pydantic model, two datetimes, a
-# dict. Measured at about 1.5 KB on CPython 3.11.
-ENTRY_OVERHEAD = 1536
-
-
-def entry_size(entry: JournalEntry) -> int:
-    return ENTRY_OVERHEAD + (len(entry.value) if isinstance(entry.value, bytes) else 0)
-
-
 def entries_size(entries: Sequence[JournalEntry]) -> int:
-    return sum(entry_size(e) for e in entries)
+    return sum(entry_memory(e) for e in entries)
 
 
 class ReplayJournal:
@@ -76,7 +67,7 @@ class ReplayJournal:
         self._head = None
         self._index += 1
         if self._kept is not None and self._index > len(self._cached):
-            self._kept_bytes += entry_size(entry)
+            self._kept_bytes += entry_memory(entry)
             if self._kept_bytes > self._keep_bytes:
                 self._kept = None  # too large to cache: the next leg reads the store
             else:

@@ -41,6 +41,7 @@ from statestore.models import (
     RunUpdate,
     Signal,
     StoredValue,
+    entry_memory,
     utcnow,
 )
 from statestore.routing import StateStore, TierHint
@@ -100,6 +101,7 @@ __all__ = [
     "UnstorableValueError",
     "canonical_hash",
     "content_hash",
+    "entry_memory",
     "open_cold",
     "open_hot",
     "open_store",

@@ -43,6 +43,7 @@ from statestore.models import (
     RunStatus,
     RunUpdate,
     StoredValue,
+    entry_memory,
 )
 from statestore.routing import StateStore
 
@@ -51,9 +52,6 @@ TierHint = Literal["hot", "cold"] | None
 # The journal entries a leased run keeps for the process cache, in bytes of stored values. A run
 # whose leg writes more than this is simply not cached (the next leg reads its journal instead).
 DEFAULT_KEEP_BYTES = 8 * 1024 * 1024
-# What a decoded entry costs in memory besides its value (a pydantic model, two datetimes, a dict):
-# about 1.5 KB on CPython 3.11. Counting it keeps a 100,000-step leg from holding every entry.
-_ENTRY_OVERHEAD = 1536
 
 
 class UnstorableValueError(TypeError):
@@ -374,9 +372,7 @@ class LeasedRun:
     def _kept(self, entries: Sequence[JournalEntry]) -> None:
         if self._written is None:
             return
-        for entry in entries:
-            value = entry.value
-            self._written_bytes += _ENTRY_OVERHEAD + (len(value) if isinstance(value, bytes) else 0)
+        self._written_bytes += sum(entry_memory(entry) for entry in entries)
         if self._written_bytes > self._keep_bytes:
             self._written = None
             return

@@ -250,3 +250,14 @@ class RunUpdate(BaseModel):
     release_lease: bool = False
     handoff: bool = False  # count this release as a hand-off
     tags: dict[str, str] | None = None
+
+
+# What a decoded journal entry costs in memory besides its value (a pydantic model, two datetimes,
+# a dict): about 1.5 KB on CPython 3.11. Caches of entries count it, so a 100,000-step leg that
+# writes tiny values does not keep every entry.
+ENTRY_OVERHEAD = 1536
+
+
+def entry_memory(entry: JournalEntry) -> int:
+    """Roughly what ``entry`` holds in memory, in bytes: its overhead plus its inline value."""
+    return ENTRY_OVERHEAD + (len(entry.value) if isinstance(entry.value, bytes) else 0)
