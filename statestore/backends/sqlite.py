@@ -57,21 +57,24 @@ CREATE TABLE {name} (
 # ended_at: when the run ended (``HotTier.ended_at``), indexed for retention.
 _ENDED_INDEX = "CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL"
 
-# Record logs (``statestore/logs.py``): a log's label, and its records by dense position. The
-# records are a rowid table for the journal's reason: rows of a few KB stay inline in its leaves.
+# Record logs (``statestore/logs.py``): a log's number and label, and its records by dense
+# position. Records are keyed by the log's number, not its id: a 28-character id repeated in
+# every row and index entry cost 15% of a small record. The records are a rowid table for the
+# journal's reason: rows of a few KB stay inline in its leaves.
 _LOGS = (
     """
 CREATE TABLE logs (
-    log_id     TEXT PRIMARY KEY,
+    log_no     INTEGER PRIMARY KEY,
+    log_id     TEXT NOT NULL UNIQUE,
     label      TEXT NOT NULL,
     created_at REAL NOT NULL
-) WITHOUT ROWID""",
+)""",
     """
 CREATE TABLE log_records (
-    log_id   TEXT NOT NULL,
+    log_no   INTEGER NOT NULL,
     position INTEGER NOT NULL,
     data     BLOB NOT NULL,
-    PRIMARY KEY (log_id, position)
+    PRIMARY KEY (log_no, position)
 )""",
 )
 
@@ -466,28 +469,43 @@ class SqliteHotTier(HotTier):
 
     # ------------------------------------------------------------------ record logs
 
+    def _log_no(self, log_id: str) -> int | None:
+        with self._errors():
+            row = (
+                self._conn()
+                .execute("SELECT log_no FROM logs WHERE log_id = ?", (log_id,))
+                .fetchone()
+            )
+        return None if row is None else int(row[0])
+
     def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
         # One statement is atomic: the row goes in only at the log's tail (position free, the
         # one before it taken), so racing writers and a stale tail never overwrite or leave gaps.
         insert = (
-            "INSERT INTO log_records (log_id, position, data) SELECT ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM log_records WHERE log_id = ? AND position = ?) "
-            "AND (? = 0 OR EXISTS (SELECT 1 FROM log_records WHERE log_id = ? AND position = ?))"
+            "INSERT INTO log_records (log_no, position, data) SELECT ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM log_records WHERE log_no = ? AND position = ?) "
+            "AND (? = 0 OR EXISTS (SELECT 1 FROM log_records WHERE log_no = ? AND position = ?))"
         )
-        args = (log_id, position, data, log_id, position, position, log_id, position - 1)
         with self._errors():
             conn = self._conn()
             if position != 0:
+                log_no = self._log_no(log_id)
+                if log_no is None:
+                    return False
+                args = (log_no, position, data, log_no, position, position, log_no, position - 1)
                 return bool(conn.execute(insert, args).rowcount == 1)
             conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute(
+                    "INSERT OR IGNORE INTO logs (log_id, label, created_at) VALUES (?, ?, ?)",
+                    (log_id, label, self.now().timestamp()),
+                )
+                (log_no,) = conn.execute(
+                    "SELECT log_no FROM logs WHERE log_id = ?", (log_id,)
+                ).fetchone()
+                args = (log_no, 0, data, log_no, 0, 0, log_no, -1)
                 done = conn.execute(insert, args).rowcount == 1
-                if done:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO logs (log_id, label, created_at) VALUES (?, ?, ?)",
-                        (log_id, label, self.now().timestamp()),
-                    )
-                conn.execute("COMMIT")
+                conn.execute("COMMIT" if done else "ROLLBACK")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -498,20 +516,27 @@ class SqliteHotTier(HotTier):
         with self._errors():
             row = (
                 self._conn()
-                .execute("SELECT MAX(position) FROM log_records WHERE log_id = ?", (log_id,))
+                .execute(
+                    "SELECT MAX(position) FROM log_records WHERE log_no = "
+                    "(SELECT log_no FROM logs WHERE log_id = ?)",
+                    (log_id,),
+                )
                 .fetchone()
             )
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
+        log_no = self._log_no(log_id)
+        if log_no is None:
+            return
         conn = self._conn()
         cursor = start
         while True:
             with self._errors():
                 rows = conn.execute(
-                    "SELECT position, data FROM log_records WHERE log_id = ? AND position >= ? "
+                    "SELECT position, data FROM log_records WHERE log_no = ? AND position >= ? "
                     "ORDER BY position LIMIT ?",
-                    (log_id, cursor, _PAGE),
+                    (log_no, cursor, _PAGE),
                 ).fetchall()
             for position, data in rows:
                 yield int(position), bytes(data)
@@ -524,7 +549,11 @@ class SqliteHotTier(HotTier):
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("DELETE FROM log_records WHERE log_id = ?", (log_id,))
+                conn.execute(
+                    "DELETE FROM log_records WHERE log_no = "
+                    "(SELECT log_no FROM logs WHERE log_id = ?)",
+                    (log_id,),
+                )
                 conn.execute("DELETE FROM logs WHERE log_id = ?", (log_id,))
                 conn.execute("COMMIT")
             except BaseException:

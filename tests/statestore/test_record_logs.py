@@ -81,7 +81,7 @@ def test_racing_writers_never_overwrite_each_other(hot_kind: str, make_hot: HotF
     assert not errors, f"seed {seed}: {errors[0]!r}"
     records = handles[0].read_log("lg-race")
     assert [r.position for r in records] == list(range(4 * per_thread)), f"seed {seed}"
-    payloads = [r.payload for r in records]
+    payloads = [r.payload for r in records if isinstance(r.payload, bytes)]
     assert sorted(payloads) == sorted(f"{n}:{i}".encode() for n in range(4) for i in range(15))
     for n in range(4):  # each writer's records keep its order
         mine = [p for p in payloads if isinstance(p, bytes) and p.startswith(f"{n}:".encode())]
@@ -143,7 +143,7 @@ def test_a_gap_in_a_sqlite_log_is_reported(tmp_path: Path) -> None:
     for i in range(3):
         hot.append_log("lg-gap", f"{i}".encode())
     with sqlite3.connect(tmp_path / "hot.db") as conn:
-        conn.execute("DELETE FROM log_records WHERE log_id = 'lg-gap' AND position = 1")
+        conn.execute("DELETE FROM log_records WHERE position = 1")
     conn.close()
     with pytest.raises(CorruptStateError, match="no record at position 1"):
         hot.read_log("lg-gap")
