@@ -6,6 +6,9 @@
 Lines marked ``# outlast`` are the only changes to LangGraph's quickstart. The graph loops for a
 few turns so that hand-offs, evictions and kills (``--evict-rate 0.3 --kill-rate 0.2``) land
 between its supersteps; each leg continues from the last checkpoint. The thread id is the run id.
+
+Nodes may be ``async def`` (as real model clients are): ``durable_graph`` then registers an async
+durable function that awaits each superstep. Try ``async def mock_llm`` below; nothing else changes.
 """
 
 from __future__ import annotations

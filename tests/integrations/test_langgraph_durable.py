@@ -82,7 +82,9 @@ def test_drive_in_process_with_interrupt(tmp_path: Path) -> None:
     local = App("lg-local", hot_url=f"sqlite:///{tmp_path}/hot.db", cold_url=f"file://{tmp_path}/c")
     fn = durable_graph(local, graph, name="agent")
     run_id = local.start(fn, {"count": 0}, run_id="lg-1")
-    view = local.drive(run_id)
+    # A short max_wait: the run waits for a signal only this test sends (drive's default, 60 s,
+    # would idle here for a minute).
+    view = local.drive(run_id, max_wait=0.5)
     assert view.status is RunStatus.SUSPENDED and view.waiting_for == "resume"
     local.signal(run_id, "resume", "yes")
     view = local.drive(run_id)
@@ -107,6 +109,7 @@ def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_outlast_run_with_kills_evictions_and_resume(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
