@@ -35,8 +35,7 @@ def ui_command(
     ] = None,
 ) -> None:
     """Serve a web console of the runs in a store (localhost by default)."""
-    import uvicorn
-
+    from outlast.ui.serve import ConsoleServer
     from outlast.ui.server import UiConfig, create_app
     from statestore import InvalidStoreUrlError, StateStoreError, open_store
 
@@ -66,4 +65,4 @@ def ui_command(
     else:
         typer.echo("actions are off (--allow-actions to offer them)", err=True)
     sys.stderr.flush()
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    ConsoleServer(create_app(config), host=host, port=port).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,12 +23,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from outlast.app import App
 from outlast.ui import views
+from outlast.ui.live import LIST_COST_FACTOR, LIST_POLL_S, Feeds
 from statestore import (
+    DEFAULT_HOT_URL,
+    HOT_ENV,
     CorruptStateError,
     InvalidRunIdError,
     InvalidStoreUrlError,
@@ -42,6 +52,8 @@ from statestore import (
 ACTIONS = ("signal", "cancel", "retry", "delete")
 MAX_JSON_DEPTH = 256  # as the CLI: deeper payloads are refused before json.loads can recurse
 MAX_FORM_BYTES = 1_000_000
+# A "store cannot be read" page loads itself again this often, so it clears when the store is back.
+STORE_DOWN_RETRY_S = 5
 
 
 @dataclass
@@ -54,6 +66,14 @@ class UiConfig:
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
 
 
+def store_label(hot: str | None) -> str:
+    """The hot tier's URL as the top bar shows it: no password, no query (which may hold keys)."""
+    url = hot or os.environ.get(HOT_ENV) or DEFAULT_HOT_URL
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}{parts.path}"[:120]
+
+
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("outlast.ui", "templates"),
@@ -62,6 +82,9 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.globals["statuses"] = [s.value for s in RunStatus]
+    env.globals["when"] = views.when
+    env.globals["jpage_size"] = views.JOURNAL_PAGE
+    env.globals["store_label"] = ""
     return env
 
 
@@ -140,24 +163,28 @@ def _form(body: bytes, content_type: str) -> dict[str, str]:
 
 def create_app(config: UiConfig) -> Starlette:
     env = environment()
+    env.globals["store_label"] = store_label(config.hot)
     stores = _Stores(config.hot, config.cold)
+    feeds = Feeds()
 
     def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("live", None)
         html = env.get_template(template).render(
             request_path=request.url.path,
             allow_actions=config.allow_actions,
             export=False,
             **context,
         )
-        return HTMLResponse(html, status_code=status)
+        # A live page is fetched again by its own script: never from a cache.
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     def is_api(request: Request) -> bool:
         return request.url.path.startswith("/api/")
 
-    def problem(request: Request, status: int, title: str, message: str) -> Response:
+    def problem(request: Request, status: int, title: str, message: str, **extra: Any) -> Response:
         if is_api(request):
             return JSONResponse({"error": message}, status_code=status)
-        return page(request, "problem.html", status, title=title, message=message)
+        return page(request, "problem.html", status, title=title, message=message, **extra)
 
     def store_down(request: Request, exc: Exception) -> Response:
         # A clear banner, never a stack trace: the store may be restarting, or the URL wrong.
@@ -166,12 +193,18 @@ def create_app(config: UiConfig) -> Starlette:
             503,
             "The store cannot be read",
             f"{type(exc).__name__}: {exc}. Check that the store is running and the --hot/--cold "
-            "URLs are right; this page works again as soon as the store answers.",
+            "URLs are right"
+            + (
+                "." if is_api(request) else f"; this page tries again every {STORE_DOWN_RETRY_S} s."
+            ),
+            retry_s=STORE_DOWN_RETRY_S,
         )
 
     def not_found(request: Request, run_id: str) -> Response:
         message = f"there is no run {run_id[:80]!r} in this store"
-        return problem(request, 404, "No such run", message)
+        # A mistyped or partial id: offer the search that finds its neighbours.
+        search = urlencode({"q": run_id}) if views.searchable(run_id) else ""
+        return problem(request, 404, "No such run", message, search=search)
 
     def guarded(request: Request, read: Callable[[StateStore], Response]) -> Response:
         try:
@@ -192,11 +225,17 @@ def create_app(config: UiConfig) -> Starlette:
         def read(store: StateStore) -> Response:
             flt = views.parse_filter(request.query_params)
             listing = views.list_runs(store, flt)
+            query = urlencode(flt.query())
             return page(
                 request,
                 "runs.html",
                 listing=listing,
                 flt=flt,
+                live={
+                    "events": "/api/listing/events?" + query,
+                    "poll": "/api/listing/state?" + query,
+                    "key": listing.key,
+                },
                 done=request.query_params.get("done", "")[:200],
                 next_query=urlencode(flt.query(page=flt.page + 1)),
                 prev_query=urlencode(flt.query(page=flt.page - 1)),
@@ -212,10 +251,18 @@ def create_app(config: UiConfig) -> Starlette:
 
         def read(store: StateStore) -> Response:
             data = views.run_page(store, run_id, int(jpage_text))
+            base = f"/api/runs/{run_id}"
             return page(
                 request,
                 "run.html",
                 run=data,
+                live={
+                    "events": base + "/events",
+                    "poll": base + "/status",
+                    "key": views.run_key(data.record),
+                }
+                if data.live
+                else None,
                 done=request.query_params.get("done", "")[:200],
                 json_text=views.json_text,
                 age=views.age,
@@ -247,6 +294,69 @@ def create_app(config: UiConfig) -> Starlette:
     def api_status(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         return guarded(request, lambda store: JSONResponse(views.status_json(store, run_id)))
+
+    def api_runs_state(request: Request) -> Response:
+        """What the live runs page polls when its event stream fails."""
+
+        def read(store: StateStore) -> Response:
+            flt = views.parse_filter(request.query_params)
+            return JSONResponse({"key": views.listing_key(store, flt), "live": True})
+
+        return guarded(request, read)
+
+    # ------------------------------------------------------------------ live
+
+    def watch(read: Callable[[StateStore], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """A feed's read: never raises, so a store that goes down shows as a banner on the page
+        (and the stream carries on, to show the store coming back)."""
+
+        def safe() -> dict[str, Any]:
+            try:
+                return read(stores.get())
+            except (RunNotFoundError, InvalidRunIdError):
+                return {"gone": True, "live": False}
+            except (StateStoreError, InvalidStoreUrlError, OSError) as exc:
+                return {"error": f"the store cannot be read: {type(exc).__name__}: {exc}"}
+
+        return safe
+
+    def event_stream(body: AsyncIterator[str]) -> Response:
+        return StreamingResponse(
+            body,
+            media_type="text/event-stream",
+            # No proxy may buffer or cache a stream; a page reads it as it comes.
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def run_events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        # An unknown run is a plain 404 before any stream opens: EventSource then gives up.
+        answer = await run_in_threadpool(
+            guarded, request, lambda store: JSONResponse(views.status_json(store, run_id))
+        )
+        if answer.status_code != 200:
+            return answer
+        body = feeds.stream(
+            f"run:{run_id}",
+            watch(lambda store: views.status_json(store, run_id)),
+            request.is_disconnected,
+            last=lambda state: bool(state.get("gone")) or state.get("live") is False,
+        )
+        return event_stream(body)
+
+    async def runs_events(request: Request) -> Response:
+        try:
+            flt = views.parse_filter(request.query_params)
+        except views.BadFilterError as exc:
+            return problem(request, 400, "Bad filter", str(exc))
+        body = feeds.stream(
+            "runs?" + urlencode(flt.query()),
+            watch(lambda store: {"key": views.listing_key(store, flt), "live": True}),
+            request.is_disconnected,
+            interval=LIST_POLL_S,
+            cost_factor=LIST_COST_FACTOR,
+        )
+        return event_stream(body)
 
     def api_journal(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -400,7 +510,11 @@ def create_app(config: UiConfig) -> Starlette:
         Route("/runs/{run_id}", run_detail),
         Route("/runs/{run_id}/{action}", action, methods=["POST"]),
         Route("/api/runs", api_runs),
+        # Not under /api/runs/: "events" and "state" are valid run ids.
+        Route("/api/listing/events", runs_events),
+        Route("/api/listing/state", api_runs_state),
         Route("/api/runs/{run_id}", api_run),
+        Route("/api/runs/{run_id}/events", run_events),
         Route("/api/runs/{run_id}/status", api_status),
         Route("/api/runs/{run_id}/journal", api_journal),
         Route("/api/runs/{run_id}/entries/{seq:int}", api_entry),
@@ -415,17 +529,21 @@ def create_app(config: UiConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        feeds.stop()
         stores.close()
 
     middleware = []
     if config.allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         exception_handlers={404: not_found_page, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    # ConsoleServer stops the event streams through this as shutdown starts.
+    app.state.feeds = feeds
+    return app
 
 
 def export_run_html(store: StateStore, run_id: str) -> str:
@@ -439,6 +557,7 @@ def export_run_html(store: StateStore, run_id: str) -> str:
             request_path="",
             allow_actions=False,
             export=True,
+            live=None,
             run=data,
             done="",
             json_text=views.json_text,

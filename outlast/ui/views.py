@@ -6,6 +6,7 @@ Nothing here writes to the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -85,6 +86,11 @@ class RunFilter:
         return {k: v for k, v in values.items() if v and not (k == "page" and v == "1")}
 
 
+def searchable(text: str) -> bool:
+    """Whether ``text`` can be the runs page's run id search."""
+    return bool(text) and _RUN_ID_PART.match(text) is not None
+
+
 def parse_filter(params: Mapping[str, str]) -> RunFilter:
     """Read the runs page's query parameters; raise ``BadFilterError`` naming the bad one."""
     status_text = (params.get("status") or "").strip()
@@ -123,6 +129,11 @@ def entry_tokens(entry: JournalEntry) -> int:
     return total
 
 
+def when(moment: datetime) -> str:
+    """A time as people read it (to the second, UTC); the page's title attribute keeps it whole."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def age(then: datetime, now: datetime) -> str:
     seconds = max(0, int((now - then).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -158,6 +169,7 @@ class RunsPage:
     scanned: int
     # Runs whose record cannot be read: (run id, why). Listed apart; they hide no other run.
     corrupt: list[tuple[str, str]] = field(default_factory=list)
+    key: str = ""  # what the live page compares (``listing_key``), from the same read
 
 
 def _matches(record: RunRecord, flt: RunFilter, now: datetime) -> bool:
@@ -171,14 +183,24 @@ def _matches(record: RunRecord, flt: RunFilter, now: datetime) -> bool:
     return delta is None or record.created_at >= now - delta
 
 
-def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
-    """One page of runs, newest first, with the filter applied.
+@dataclass
+class _Selection:
+    chosen: list[RunRecord]
+    has_next: bool
+    capped: bool
+    scanned: int
+    corrupt: list[tuple[str, str]]
 
-    ``list_runs`` of the hot tier reads newest first up to a limit, so an unfiltered page n reads
-    n pages' worth of records, never the whole store. A filter reads growing batches until the
-    page is full or the store is exhausted.
+
+def _select(store: StateStore, flt: RunFilter, now: datetime) -> _Selection:
+    """The records of one page of the listing, newest first, with the filter applied.
+
+    ``survey_runs`` of the hot tier reads newest first up to a limit, so an unfiltered page n
+    reads n pages' worth of records, never the whole store. A filter reads growing batches until
+    the page is full or the store is exhausted, at most ``SCAN_CAP`` runs: the store's listing
+    has no cursor, so each batch reads again from the newest run and a search of the whole of a
+    large store would hold all of it in memory at once.
     """
-    now = store.hot.now()
     need = flt.page * PAGE_SIZE + 1
     limit = need if not flt.narrows else min(max(need * 4, 500), SCAN_CAP)
     while True:
@@ -188,17 +210,53 @@ def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
         if len(matched) >= need or exhausted or limit >= SCAN_CAP:
             break
         limit = min(limit * 4, SCAN_CAP)
+    capped = not exhausted and len(matched) < need
+    if capped and flt.q is not None and flt.page == 1:
+        # A whole run id is found whatever its age: one keyed read, past the scan's cap.
+        exact = store.hot.find_run(flt.q) if _RUN_ID_PART.match(flt.q) else None
+        if (
+            exact is not None
+            and _matches(exact, flt, now)
+            and exact.run_id not in (r.run_id for r in records)
+        ):
+            matched.append(exact)
     start = (flt.page - 1) * PAGE_SIZE
-    chosen = matched[start : start + PAGE_SIZE]
-    rows = [_row(store, r, now) for r in chosen]
-    return RunsPage(
-        filter=flt,
-        rows=rows,
+    return _Selection(
+        chosen=matched[start : start + PAGE_SIZE],
         has_next=len(matched) > start + PAGE_SIZE,
-        capped=not exhausted and len(matched) < need,
+        capped=capped,
         scanned=len(records),
         corrupt=[(c.run_id, c.error) for c in damaged],
     )
+
+
+def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
+    """One page of runs, newest first, with the filter applied (see ``_select``)."""
+    now = store.hot.now()
+    picked = _select(store, flt, now)
+    return RunsPage(
+        filter=flt,
+        rows=[_row(store, r, now) for r in picked.chosen],
+        has_next=picked.has_next,
+        capped=picked.capped,
+        scanned=picked.scanned,
+        corrupt=picked.corrupt,
+        key=_key(picked),
+    )
+
+
+def listing_key(store: StateStore, flt: RunFilter) -> str:
+    """What the live runs page compares: a digest of the page's runs and their versions.
+
+    It reads records only (no journals), so watching a listing costs a fraction of rendering it.
+    """
+    return _key(_select(store, flt, store.hot.now()))
+
+
+def _key(picked: _Selection) -> str:
+    parts = [f"{r.run_id}:{r.version}:{r.status.value}:{r.next_seq}" for r in picked.chosen]
+    parts += [f"next:{picked.has_next}", *(run_id for run_id, _ in picked.corrupt)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
 def _row(store: StateStore, record: RunRecord, now: datetime) -> RunRow:
@@ -389,7 +447,14 @@ class Bar:
     width: float
     css: str  # step, retry, error, wait (sleep, signal, clock)
     title: str
-    seq: int | None = None
+    seq: int  # the (first) entry it stands for: a click opens its journal row
+    # Percent of the lane's height: a bucket is as tall as its share of the fullest bucket, so
+    # bursts and lulls stay visible when 10,000 steps share one lane.
+    height: float = 100.0
+
+    @property
+    def jpage(self) -> int:
+        return self.seq // JOURNAL_PAGE + 1
 
 
 @dataclass
@@ -411,6 +476,21 @@ class Timeline:
     aggregated: bool
     span_s: float
     legs_counted: int  # the record's counter: legs that committed nothing are not lanes
+    ticks: list[tuple[float, str]] = field(default_factory=list)  # (percent, time since start)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _ticks(span: float) -> list[tuple[float, str]]:
+    return [(100.0 * i / 4, _duration(span * i / 4) if i else "0") for i in range(5)]
 
 
 def _suspends(entry: JournalEntry) -> str | None:
@@ -491,7 +571,7 @@ def build_timeline(
         )
         lane.bars = _buckets(entries, pos) if aggregated else [_bar(e, pos) for e in entries]
         lanes.append(lane)
-    return Timeline(lanes, aggregated, span, record.counters.legs)
+    return Timeline(lanes, aggregated, span, record.counters.legs, _ticks(span))
 
 
 def _bar(entry: JournalEntry, pos: Any) -> Bar:
@@ -513,6 +593,7 @@ def _buckets(entries: Iterable[JournalEntry], pos: Any) -> list[Bar]:
     buckets: dict[int, list[JournalEntry]] = defaultdict(list)
     for e in items:
         buckets[min(int((pos(e.started_at) - lo) / size), BUCKETS_PER_LANE - 1)].append(e)
+    fullest = max(len(members) for members in buckets.values())
     bars = []
     for index, members in sorted(buckets.items()):
         retries = sum(1 for e in members if e.status is EntryStatus.RETRY)
@@ -520,9 +601,11 @@ def _buckets(entries: Iterable[JournalEntry], pos: Any) -> list[Bar]:
         css = "error" if errors else "retry" if retries else "step"
         title = (
             f"{len(members)} entries (#{members[0].seq}-#{members[-1].seq}), "
-            f"{retries} retries, {errors} errors"
+            f"{retries} retries, {errors} errors; click for the journal"
         )
-        bars.append(Bar(round(lo + index * size, 3), max(round(size, 3), 0.15), css, title))
+        height = round(max(100.0 * len(members) / fullest, 20.0), 1)
+        left, width = round(lo + index * size, 3), max(round(size, 3), 0.15)
+        bars.append(Bar(left, width, css, title, members[0].seq, height))
     return bars
 
 
@@ -633,11 +716,17 @@ def run_json(store: StateStore, run_id: str) -> dict[str, Any]:
     }
 
 
+def run_key(record: RunRecord) -> str:
+    """What the live run page compares: any commit, status change or signal moves one of these."""
+    return f"{record.version}:{record.next_seq}:{record.status.value}"
+
+
 def status_json(store: StateStore, run_id: str) -> dict[str, Any]:
-    """What the live page polls: small, one record read, no journal."""
+    """What the live page polls or is sent: small, one record read, no journal."""
     record = store.hot.get_run(run_id)
     return {
         "run_id": record.run_id,
+        "key": run_key(record),
         "status": record.status.value,
         "next_seq": record.next_seq,
         "version": record.version,

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
+from starlette.applications import Starlette
 
 from outlast import App
+from outlast.ui.serve import ConsoleServer
 from outlast.ui.server import UiConfig, create_app
 from statestore import StateStore, open_store
 from tests.ui.workload import make_app
@@ -85,12 +86,13 @@ def _free_port() -> int:
 
 
 class Server:
+    """The console as `outlast ui` serves it (ConsoleServer), on a free loopback port."""
+
     def __init__(self, config: UiConfig) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port, log_level="error")
-        )
+        self.app: Starlette = create_app(config)
+        self._server = ConsoleServer(self.app, "127.0.0.1", self.port, log_level="error")
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> Server:
@@ -103,8 +105,13 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, wait: float = 10) -> bool:
+        """Ask uvicorn to stop as Ctrl-C does; return whether it stopped within ``wait``."""
         self._server.should_exit = True
-        self._thread.join(10)
+        self._thread.join(wait)
+        return not self._thread.is_alive()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from outlast.report import run_report
-from statestore import RunStatus
+from outlast.ui import views
+from statestore import RunStatus, StoreUnavailableError
 from tests.ui.conftest import TOKEN, Server, Store
 
 pytestmark = pytest.mark.browser
@@ -140,18 +141,101 @@ def test_run_page_timeline_journal_and_value(
         shutil.copy(tmp_path / "top-agent-run.png", DOCS / "ui-run.png")
 
 
-def test_live_run_updates_by_itself(page: Page, server: Server, runs: Store) -> None:
+def _eventsource_requests(page: Page) -> list[str]:
+    seen: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            seen.append(request.url) if request.resource_type == "eventsource" else None
+        ),
+    )
+    return seen
+
+
+def test_live_run_updates_by_itself_over_server_sent_events(
+    page: Page, server: Server, runs: Store
+) -> None:
     run_id = runs.app.start("slow", 3, run_id="live-1")
+    streams = _eventsource_requests(page)
     page.goto(server.url + f"/runs/{run_id}")
     expect(page.locator("#run-status")).to_have_text("pending")
     expect(page.locator("#live")).to_be_visible()
+    # Anything the page's own load did not put there survives only if the page never reloads.
+    page.evaluate("window.__sameDocument = true")
+    loads = []
+    page.on("load", lambda _: loads.append(1))
     driver = threading.Thread(target=runs.app.drive, args=(run_id,), daemon=True)
     driver.start()
-    # No reload by the test: the page polls and picks up each commit.
-    expect(page.locator("#journal tbody tr")).not_to_have_count(0, timeout=5_000)
+    # No reload by the test, and none by the page: the rows arrive through the event stream.
+    expect(page.locator("#journal tbody tr[data-seq]")).not_to_have_count(0, timeout=5_000)
     expect(page.locator("#run-status")).to_have_text("succeeded", timeout=15_000)
     driver.join(10)
     expect(page.locator("#result")).to_contain_text("3")
+    assert page.evaluate("window.__sameDocument") is True and loads == []
+    live = page.evaluate("window.outlastLive")
+    assert live["transport"] == "sse" and live["polls"] == 0
+    assert live["events"] >= 2 and live["updates"] >= 2
+    assert any(url.endswith(f"/api/runs/{run_id}/events") for url in streams)
+    # The run ended: the page stops following it, and says so.
+    expect(page.locator("#live-mode")).to_have_text("ended")
+    expect(page.locator("#live")).to_have_count(0)
+
+
+def test_live_falls_back_to_polling_when_the_event_stream_fails(
+    page: Page, server: Server, runs: Store
+) -> None:
+    run_id = runs.app.start("approval", "fallback", run_id="polled-1")
+    runs.app.drive(run_id, max_wait=0.1)
+    # A proxy that refuses event streams: EventSource fails, the page polls instead.
+    page.route("**/events", lambda route: route.abort())
+    page.goto(server.url + f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("suspended")
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#live-mode")).to_have_text("live (polling)")
+    runs.app.signal(run_id, "approve", "ok")
+    driver = threading.Thread(target=runs.app.drive, args=(run_id,), daemon=True)
+    driver.start()
+    expect(page.locator("#run-status")).to_have_text("succeeded", timeout=15_000)
+    driver.join(10)
+    assert page.evaluate("window.__sameDocument") is True
+    live = page.evaluate("window.outlastLive")
+    assert live["transport"] == "poll" and live["polls"] >= 1 and live["events"] == 0
+
+
+def test_runs_page_follows_new_runs(page: Page, server: Server, runs: Store) -> None:
+    streams = _eventsource_requests(page)
+    page.goto(server.url + "/?q=listed-live")
+    expect(page.locator("#no-runs")).to_be_visible()
+    page.evaluate("window.__sameDocument = true")
+    runs.app.start("many", 2, run_id="listed-live-1")
+    row = page.locator('tr[data-run="listed-live-1"]')
+    expect(row.locator(".status")).to_have_text("pending", timeout=5_000)
+    runs.app.drive("listed-live-1")
+    expect(row.locator(".status")).to_have_text("succeeded", timeout=5_000)
+    assert page.evaluate("window.__sameDocument") is True
+    assert any("/api/listing/events?q=listed-live" in url for url in streams)
+    runs.app.delete("listed-live-1")
+    expect(page.locator("#no-runs")).to_be_visible(timeout=5_000)
+
+
+def test_a_store_that_goes_down_under_an_open_page_shows_a_banner(
+    page: Page, server: Server, runs: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page.goto(server.url + "/runs/waiting-1")
+    expect(page.locator("#run-status")).to_have_text("suspended")
+    problem = page.locator("#live-problem")
+    expect(problem).to_be_hidden()
+
+    def down(store: object, run_id: str) -> dict[str, object]:
+        raise StoreUnavailableError("connection refused (test)")
+
+    # The server runs in this process: its next read of the run fails as a dead store's would.
+    monkeypatch.setattr(views, "status_json", down)
+    expect(problem).to_contain_text("the store cannot be read", timeout=5_000)
+    expect(problem).to_contain_text("connection refused (test)")
+    expect(page.locator("#run-status")).to_have_text("suspended")
+    monkeypatch.undo()
+    expect(problem).to_be_hidden(timeout=5_000)
 
 
 def test_signal_from_the_page_resumes_a_suspended_run(
@@ -209,3 +293,25 @@ def test_no_actions_without_allow_actions(page: Page, readonly: Server, runs: St
     assert response.status == 403
     assert "actions are off" in response.text()
     assert runs.store.hot.get_run("waiting-4").status is RunStatus.SUSPENDED
+
+
+def test_a_long_run_id_is_shown_whole_and_fits_the_page(
+    page: Page, server: Server, runs: Store
+) -> None:
+    run_id = "a-long-run-id-" + "x0" * 25  # 64 characters, the most a run id may have
+    assert len(run_id) == 64
+    runs.app.start("many", 0, run_id=run_id)
+    try:
+        page.goto(server.url + f"/?q={run_id}")
+        link = page.locator(f'tr[data-run="{run_id}"] td.id a')
+        expect(link).to_have_text(run_id)
+        box = link.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1280
+        page.goto(server.url + f"/runs/{run_id}")
+        expect(page.locator("#run-id")).to_have_text(run_id)
+        heading = page.locator("#run-id").bounding_box()
+        assert heading is not None and heading["x"] + heading["width"] <= 1280
+        # Nothing on the page is wider than the window: no sideways scrolling.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    finally:
+        runs.app.delete(run_id)

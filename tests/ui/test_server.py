@@ -3,7 +3,9 @@ and aggregation at size, and `outlast runs show --html`."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,6 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from outlast.cli import cli
+from outlast.ui import views
+from outlast.ui.live import Feeds
 from outlast.ui.server import UiConfig, export_run_html
 from outlast.ui.views import AGGREGATE_OVER, PAGE_SIZE
 from statestore import RunStatus, open_store
@@ -71,6 +75,9 @@ def test_cross_site_and_tokenless_actions_are_refused(server: Server, runs: Stor
     assert status == 403 and "cross-site" in text
     status, text = _post(url, {"token": TOKEN}, {"Referer": "https://evil.example/page"})
     assert status == 403 and "cross-site" in text
+    # A sandboxed frame's form says "Origin: null": not this console either.
+    status, text = _post(url, {"token": TOKEN}, {"Origin": "null"})
+    assert status == 403 and "cross-site" in text
     # No Origin, no Referer and no Authorization header: not a browser form, not a script.
     status, text = _post(url, {"token": TOKEN}, {})
     assert status == 403
@@ -126,6 +133,8 @@ def test_a_store_that_is_down_shows_a_banner(tmp_path: Path) -> None:
             status, text = _get(down.url + path)
             assert status == 503
             assert "The store cannot be read" in text and "Traceback" not in text
+            # It tries again by itself: the page clears when the store is back.
+            assert '<meta http-equiv="refresh" content="5">' in text
         status, body = _json(down.url + "/api/runs")
         assert status == 503 and "StoreUnavailableError" in body["error"]
 
@@ -155,7 +164,7 @@ def test_paging_and_an_aggregated_timeline(big_store: Store) -> None:
         assert status == 200 and 'data-aggregated="yes"' in html
         assert html.count('class="bar ') <= 200
         status, html = _get(server.url + "/runs/long-run?jpage=3")
-        assert status == 200 and "entries page 3 of 3" in html
+        assert status == 200 and "page 3 of 3" in html
 
 
 def test_runs_show_html_writes_one_self_contained_page(runs: Store, tmp_path: Path) -> None:
@@ -248,3 +257,129 @@ def test_a_model_call_shows_the_messages_it_was_sent(server: Server, runs: Store
     assert len(sent) == 2 + (1 if tools_between else 0)
     if tools_between:
         assert sent[2]["role"] == "tool" and len(sent[2]["tool_results"]) == len(tools_between)
+
+
+class _Stream:
+    """A raw event-stream reader: what a browser's EventSource reads, one event at a time."""
+
+    def __init__(self, server: Server, path: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        self.conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+
+    def event(self) -> dict[str, Any] | None:
+        """The next state event's data; None when the server ended the stream."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                return None
+            text = line.decode().rstrip("\n")
+            if text == "":
+                if fields.get("event") == "state":
+                    return dict(json.loads(fields["data"]))
+                fields = {}
+                continue
+            name, _, value = text.partition(": ")
+            fields[name] = value
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _feeds(server: Server) -> Feeds:
+    feeds = server.app.state.feeds
+    assert isinstance(feeds, Feeds)
+    return feeds
+
+
+def test_event_streams_send_each_change_and_stop_with_the_server(big_store: Store) -> None:
+    app = big_store.app
+    run_id = app.start("approval", "stream", run_id="streamed-1")
+    app.drive(run_id, max_wait=0.1)
+    server = Server(UiConfig(hot=big_store.hot, cold=big_store.cold)).__enter__()
+    try:
+        run = _Stream(server, f"/api/runs/{run_id}/events")
+        assert run.response.status == 200
+        assert run.response.getheader("Content-Type", "").startswith("text/event-stream")
+        first = run.event()
+        assert first is not None and first["status"] == "suspended" and first["live"]
+        listing = _Stream(server, "/api/listing/events?function=approval")
+        listed = listing.event()
+        assert listed is not None and listed["live"]
+        # A commit (here: the signal wakes the run, a leg ends it) reaches the stream.
+        app.signal(run_id, "approve", "yes")
+        app.drive(run_id)
+        states = []
+        while (state := run.event()) is not None:
+            states.append(state)
+        # The last state is the ended run, after which the server ends the stream itself.
+        assert states and states[-1]["status"] == "succeeded" and states[-1]["live"] is False
+        assert states[-1]["key"] != first["key"]
+        changed = listing.event()
+        assert changed is not None and changed["key"] != listed["key"]
+        # A page left open holds its stream: stopping the server ends it, promptly.
+        started = time.monotonic()
+        assert server.stop(wait=5), "uvicorn did not stop with an event stream open"
+        assert time.monotonic() - started < 3
+        assert listing.event() is None
+        assert _feeds(server).watched() == 0
+        run.close()
+        listing.close()
+    finally:
+        server.stop()
+
+
+def test_a_closed_page_stops_its_poller_and_bad_streams_are_refused(big_store: Store) -> None:
+    app = big_store.app
+    app.drive(app.start("approval", "x", run_id="watched-1"), max_wait=0.1)
+    with Server(UiConfig(hot=big_store.hot, cold=big_store.cold)) as server:
+        pages = [_Stream(server, "/api/runs/watched-1/events") for _ in range(3)]
+        assert all(p.event() is not None for p in pages)
+        # Three pages watch one run: one poller reads it for all of them.
+        assert _feeds(server).watched() == 1
+        for p in pages:
+            p.close()
+        deadline = time.monotonic() + 5
+        while _feeds(server).watched() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _feeds(server).watched() == 0
+        status, body = _json(server.url + "/api/runs/no-such-run/events")
+        assert status == 404 and "no run" in body["error"]
+        status, body = _json(server.url + "/api/listing/events?status=done")
+        assert status == 400 and "is not one of" in body["error"]
+        status, body = _json(server.url + "/api/listing/state?status=failed")
+        assert status == 200 and body["key"]
+
+
+def test_a_search_past_the_scan_cap_says_so_and_finds_a_whole_id(
+    big_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = big_store.app
+    for i in range(30):
+        app.start("many", 0, run_id=f"run-{i:03d}")
+    monkeypatch.setattr(views, "SCAN_CAP", 20)
+    store = big_store.store
+    # Part of an id, matching only runs older than the newest 20: none found, and it says so.
+    partial = views.list_runs(store, views.parse_filter({"q": "run-00"}))
+    assert partial.rows == [] and partial.capped and partial.scanned == 20
+    # A whole id is one keyed read, found whatever its age.
+    exact = views.list_runs(store, views.parse_filter({"q": "run-000"}))
+    assert [r.run_id for r in exact.rows] == ["run-000"]
+    # ...unless the rest of the filter rules it out.
+    other = views.list_runs(store, views.parse_filter({"q": "run-000", "status": "failed"}))
+    assert other.rows == []
+    # A cap above the store's size reads it all: nothing is missed, nothing said.
+    monkeypatch.setattr(views, "SCAN_CAP", 100)
+    whole = views.list_runs(store, views.parse_filter({"q": "run-00"}))
+    assert len(whole.rows) == 10 and not whole.capped
+
+
+def test_pages_point_a_new_user_somewhere(big_store: Store) -> None:
+    with Server(UiConfig(hot=big_store.hot, cold=big_store.cold)) as server:
+        status, html = _get(server.url + "/")
+        # An empty store says how to make a run and which store this console reads.
+        assert status == 200 and "No runs in this store yet" in html
+        assert big_store.hot.removeprefix("sqlite:///") in html
+        status, html = _get(server.url + "/runs/run-0")
+        assert status == 404 and 'href="/?q=run-0"' in html
