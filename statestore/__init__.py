@@ -23,7 +23,7 @@ from statestore.errors import (
     StoreFullError,
     StoreUnavailableError,
 )
-from statestore.hot import HotTier, RunEndedError
+from statestore.hot import HotTier, ListedRun, RunCursor, RunEndedError
 from statestore.ids import validate_run_id
 from statestore.leased_run import Committed, LeasedRun, Operation, UnstorableValueError
 from statestore.logs import LogContentionError, LogInfo, LogRecord
@@ -78,12 +78,14 @@ __all__ = [
     "LeaseHeldError",
     "LeaseLostError",
     "LeasedRun",
+    "ListedRun",
     "LogContentionError",
     "LogInfo",
     "LogRecord",
     "Operation",
     "RunConflictError",
     "RunCounters",
+    "RunCursor",
     "RunEndedError",
     "RunNotFoundError",
     "RunRecord",

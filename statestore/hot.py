@@ -72,6 +72,12 @@ _SETTLE_TRIES = 8
 
 _Plan = tuple[RunRecord, Sequence[JournalEntry], Signal | None]
 
+# Where a listing of runs stands: (created_at as a timestamp, run id). Runs are listed newest
+# first by this pair, so a page that ends at cursor c is followed by the runs before c.
+RunCursor = tuple[float, str]
+ListedRun = tuple[RunCursor, "RunRecord | CorruptRun"]
+_LIST_PAGE = 500
+
 
 class _Reread(Exception):  # noqa: N818 - internal signal, never escapes _cas
     """Plan again from the stored record (the one in hand may be older than the store)."""
@@ -152,9 +158,11 @@ class HotTier(RecordLogs, ABC):
         """Ids of runs whose ``due_at()`` is at or before ``now``, earliest first."""
 
     @abstractmethod
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
-        """Up to ``limit`` runs, most recently created first; a record that cannot be read is a
-        ``CorruptRun`` in its place (backends build them with ``_listed``)."""
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
+        """Up to ``limit`` runs, newest first by (created_at timestamp, run id), each with its
+        cursor, strictly before ``before`` when given. A record that cannot be read is a
+        ``CorruptRun`` in its place (backends build them with ``_listed``), at its created_at
+        when the backend knows it and before every run otherwise."""
 
     def _listed(self, run_id: str, load: Callable[[], RunRecord]) -> RunRecord | CorruptRun:
         try:
@@ -259,17 +267,41 @@ class HotTier(RecordLogs, ABC):
     def survey_runs(
         self, limit: int = 100, status: RunStatus | None = None
     ) -> tuple[list[RunRecord], list[CorruptRun]]:
-        """Runs newest first, and, apart, those whose record cannot be read (with why).
+        """Up to ``limit`` runs newest first (of ``status``, if given), and, apart, the records
+        met on the way that cannot be read (with why).
 
         One damaged record hides no other run. A corrupt record's status is unknown, so it is
-        reported whatever ``status`` asked for.
+        reported whatever ``status`` asked for. A status filter reads on through older runs
+        until ``limit`` match or the store ends.
         """
-        listed = self._list_runs(limit if status is None else max(limit * 10, 1000))
-        corrupt = [r for r in listed if isinstance(r, CorruptRun)]
-        records = [
-            r for r in listed if isinstance(r, RunRecord) and (status is None or r.status is status)
-        ]
-        return records[:limit], corrupt
+        records: list[RunRecord] = []
+        corrupt: list[CorruptRun] = []
+        if limit <= 0:
+            return records, corrupt
+        page = min(max(limit + 1, 50), _LIST_PAGE) if status is None else _LIST_PAGE
+        for listed in self.iter_runs(status, page=page):
+            if isinstance(listed, CorruptRun):
+                corrupt.append(listed)
+                continue
+            records.append(listed)
+            if len(records) >= limit:
+                break
+        return records, corrupt
+
+    def iter_runs(
+        self, status: RunStatus | None = None, *, page: int = _LIST_PAGE
+    ) -> Iterator[RunRecord | CorruptRun]:
+        """Every run, newest first (of ``status``, if given; damaged records always), read a
+        page at a time through a cursor: memory stays one page whatever the store holds."""
+        before: RunCursor | None = None
+        while True:
+            listed = self._list_runs(page, before)
+            for _, item in listed:
+                if isinstance(item, CorruptRun) or status is None or item.status is status:
+                    yield item
+            if len(listed) < page:
+                return
+            before = listed[-1][0]
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run with its journal and signals (retention). Not fenced: use on ended runs."""

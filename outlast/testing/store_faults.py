@@ -34,9 +34,10 @@ from typing import Any, Literal, TypeVar
 
 from statestore import (
     ColdTier,
-    CorruptRun,
     HotTier,
     JournalEntry,
+    ListedRun,
+    RunCursor,
     RunRecord,
     Signal,
     StoreUnavailableError,
@@ -300,8 +301,8 @@ class FaultyHotTier(HotTier):
     def _due(self, now: datetime, limit: int) -> list[str]:
         return self._c("_due", None, lambda: self.inner._due(now, limit))
 
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
-        return self._c("_list_runs", None, lambda: self.inner._list_runs(limit))
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
+        return self._c("_list_runs", None, lambda: self.inner._list_runs(limit, before))
 
     def _delete_run(self, run_id: str) -> None:
         self._c("_delete_run", run_id, lambda: self.inner._delete_run(run_id))

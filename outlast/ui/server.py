@@ -280,7 +280,6 @@ def create_app(config: UiConfig) -> Starlette:
                 {
                     "page": flt.page,
                     "has_next": listing.has_next,
-                    "capped": listing.capped,
                     "runs": [r.as_json() for r in listing.rows],
                 }
             )

@@ -20,6 +20,7 @@ from outlast.report import RunReport, run_report
 from outlast.values import to_json_view
 from statestore import (
     BlobRef,
+    CorruptRun,
     CorruptStateError,
     EntryKind,
     EntryStatus,
@@ -33,7 +34,6 @@ from statestore import (
 PAGE_SIZE = 50
 # A filtered listing reads the newest runs in growing batches until it has a page; it stops at
 # this many so one search cannot read an unbounded store. The page says when it stopped there.
-SCAN_CAP = 50_000
 JOURNAL_PAGE = 500
 # Above this many entries the timeline draws buckets of steps instead of one bar per step: ten
 # thousand absolutely positioned bars make a page that takes seconds to lay out.
@@ -164,9 +164,6 @@ class RunsPage:
     filter: RunFilter
     rows: list[RunRow]
     has_next: bool
-    # True when a filtered listing stopped at SCAN_CAP runs before it had looked at every run.
-    capped: bool
-    scanned: int
     # Runs whose record cannot be read: (run id, why). Listed apart; they hide no other run.
     corrupt: list[tuple[str, str]] = field(default_factory=list)
     key: str = ""  # what the live page compares (``listing_key``), from the same read
@@ -187,46 +184,33 @@ def _matches(record: RunRecord, flt: RunFilter, now: datetime) -> bool:
 class _Selection:
     chosen: list[RunRecord]
     has_next: bool
-    capped: bool
-    scanned: int
     corrupt: list[tuple[str, str]]
 
 
 def _select(store: StateStore, flt: RunFilter, now: datetime) -> _Selection:
     """The records of one page of the listing, newest first, with the filter applied.
 
-    ``survey_runs`` of the hot tier reads newest first up to a limit, so an unfiltered page n
-    reads n pages' worth of records, never the whole store. A filter reads growing batches until
-    the page is full or the store is exhausted, at most ``SCAN_CAP`` runs: the store's listing
-    has no cursor, so each batch reads again from the newest run and a search of the whole of a
-    large store would hold all of it in memory at once.
+    The hot tier lists runs through a cursor (``iter_runs``), a batch at a time: page n of an
+    unfiltered listing reads about n pages of records, and a filter reads on through older runs
+    until the page is full or the store ends, holding one batch at a time, however large the
+    store.
     """
     need = flt.page * PAGE_SIZE + 1
-    limit = need if not flt.narrows else min(max(need * 4, 500), SCAN_CAP)
-    while True:
-        records, damaged = store.hot.survey_runs(limit=limit)
-        matched = [r for r in records if _matches(r, flt, now)]
-        exhausted = len(records) + len(damaged) < limit
-        if len(matched) >= need or exhausted or limit >= SCAN_CAP:
-            break
-        limit = min(limit * 4, SCAN_CAP)
-    capped = not exhausted and len(matched) < need
-    if capped and flt.q is not None and flt.page == 1:
-        # A whole run id is found whatever its age: one keyed read, past the scan's cap.
-        exact = store.hot.find_run(flt.q) if _RUN_ID_PART.match(flt.q) else None
-        if (
-            exact is not None
-            and _matches(exact, flt, now)
-            and exact.run_id not in (r.run_id for r in records)
-        ):
-            matched.append(exact)
+    matched: list[RunRecord] = []
+    damaged: list[tuple[str, str]] = []
+    batch = min(max(need, 100), 1000) if not flt.narrows else 1000
+    for listed in store.hot.iter_runs(page=batch):
+        if isinstance(listed, CorruptRun):
+            damaged.append((listed.run_id, listed.error))
+        elif _matches(listed, flt, now):
+            matched.append(listed)
+            if len(matched) >= need:
+                break
     start = (flt.page - 1) * PAGE_SIZE
     return _Selection(
         chosen=matched[start : start + PAGE_SIZE],
         has_next=len(matched) > start + PAGE_SIZE,
-        capped=capped,
-        scanned=len(records),
-        corrupt=[(c.run_id, c.error) for c in damaged],
+        corrupt=damaged,
     )
 
 
@@ -238,8 +222,6 @@ def list_runs(store: StateStore, flt: RunFilter) -> RunsPage:
         filter=flt,
         rows=[_row(store, r, now) for r in picked.chosen],
         has_next=picked.has_next,
-        capped=picked.capped,
-        scanned=picked.scanned,
         corrupt=picked.corrupt,
         key=_key(picked),
     )

@@ -36,6 +36,7 @@ new run with the same id read the old run's journal.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -55,8 +56,8 @@ from statestore.errors import (
     StateStoreError,
     StoreUnavailableError,
 )
-from statestore.hot import Clock, HotTier
-from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal, utcnow
+from statestore.hot import Clock, HotTier, ListedRun, RunCursor
+from statestore.models import JournalEntry, RunRecord, Signal, utcnow
 
 Item = dict[str, Any]
 
@@ -542,11 +543,12 @@ class DynamoHotTier(HotTier):
                 break
         return found
 
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
-        # A Scan reads the whole table (journals included) and filters afterwards: fine for the
-        # CLI listing, never on a leg's path.
-        runs: list[RunRecord] = []
-        corrupt: list[CorruptRun] = []
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
+        # A Scan reads the whole table (journals included) and filters afterwards, for every
+        # page: fine for the CLI listing and the console, never on a leg's path. A damaged
+        # record has no readable created_at: it sorts before every run, so the first page
+        # reports it.
+        keyed: list[ListedRun] = []
         params: Item = {
             "TableName": self.table,
             "FilterExpression": "sk = :run",
@@ -556,14 +558,16 @@ class DynamoHotTier(HotTier):
         while True:
             page = self._call("scan", **params)
             for item in page.get("Items", []):
-                listed = self._listed(item["pk"]["S"], partial(self._record, item))
-                (runs if isinstance(listed, RunRecord) else corrupt).append(listed)  # type: ignore[arg-type]
+                run_id = item["pk"]["S"]
+                listed = self._listed(run_id, partial(self._record, item))
+                at = listed.created_at.timestamp() if isinstance(listed, RunRecord) else math.inf
+                keyed.append(((at, run_id), listed))
             last = page.get("LastEvaluatedKey")
             if not last:
                 break
             params["ExclusiveStartKey"] = last
-        runs.sort(key=lambda r: r.created_at, reverse=True)
-        return [*runs[:limit], *corrupt]
+        keyed.sort(key=lambda pair: pair[0], reverse=True)
+        return [pair for pair in keyed if before is None or pair[0] < before][:limit]
 
     def _truncate(self, run_id: str, keep: int) -> None:
         # Journal items hold runs of entries keyed by their first seq: items that start at or

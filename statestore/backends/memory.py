@@ -9,8 +9,8 @@ from typing import Any
 
 from statestore.cold import ColdTier
 from statestore.errors import BlobNotFoundError, RunNotFoundError
-from statestore.hot import HotTier
-from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal
+from statestore.hot import HotTier, ListedRun, RunCursor
+from statestore.models import JournalEntry, RunRecord, Signal
 
 
 class MemoryHotTier(HotTier):
@@ -90,11 +90,14 @@ class MemoryHotTier(HotTier):
             ]
         return [run_id for _, run_id in sorted(due)[:limit]]
 
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
         with self._lock:
-            runs = sorted(self._runs.values(), key=lambda r: r.created_at, reverse=True)
-        listed: list[RunRecord | CorruptRun] = [*runs[:limit]]  # objects: never corrupt
-        return listed
+            keyed = [((r.created_at.timestamp(), r.run_id), r) for r in self._runs.values()]
+        keyed.sort(key=lambda pair: pair[0], reverse=True)
+        listed: list[ListedRun] = [
+            (cursor, r) for cursor, r in keyed if before is None or cursor < before
+        ]  # objects: never corrupt
+        return listed[:limit]
 
     def _delete_run(self, run_id: str) -> None:
         with self._lock:

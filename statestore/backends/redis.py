@@ -58,8 +58,8 @@ from statestore.errors import (
     StateStoreError,
     StoreUnavailableError,
 )
-from statestore.hot import Clock, HotTier
-from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal, utcnow
+from statestore.hot import Clock, HotTier, ListedRun, RunCursor
+from statestore.models import JournalEntry, RunRecord, Signal, utcnow
 
 log = logging.getLogger("statestore.redis")
 
@@ -397,19 +397,36 @@ class RedisHotTier(HotTier):
             )
         return [i.decode() for i in ids]
 
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
         if limit <= 0:
             return []
+        top = "+inf" if before is None else repr(before[0])
+        picked: list[tuple[str, float]] = []
+        offset = 0
+        # ZREVRANGEBYSCORE orders runs created at the same instant by id, descending, like the
+        # cursor; the ones at the cursor's instant that are not before it are skipped.
+        while len(picked) < limit:
+            with self._errors():
+                batch = self._client.zrevrangebyscore(
+                    self._runs_key, top, "-inf", start=offset, num=limit, withscores=True
+                )
+            for member, score in batch:
+                run_id = member.decode()
+                if before is None or (score, run_id) < before:
+                    picked.append((run_id, score))
+            if len(batch) < limit:
+                break
+            offset += len(batch)
+        picked = picked[:limit]
         with self._errors():
-            ids = [i.decode() for i in self._client.zrevrange(self._runs_key, 0, limit - 1)]
             pipe = self._client.pipeline(transaction=False)
-            for run_id in ids:
+            for run_id, _ in picked:
                 pipe.hget(self.run_key(run_id), "doc")
             docs: list[bytes | None] = pipe.execute()
         # A run deleted between the two calls has no doc any more; it is simply not listed.
         return [
-            self._listed(r, partial(self._record, r, d))
-            for r, d in zip(ids, docs, strict=True)
+            ((score, r), self._listed(r, partial(self._record, r, d)))
+            for (r, score), d in zip(picked, docs, strict=True)
             if d is not None
         ]
 

@@ -27,8 +27,8 @@ from statestore.errors import (
     StoreFullError,
     StoreUnavailableError,
 )
-from statestore.hot import HotTier
-from statestore.models import CorruptRun, JournalEntry, RunRecord, Signal
+from statestore.hot import HotTier, ListedRun, RunCursor
+from statestore.models import JournalEntry, RunRecord, Signal
 
 # SQLITE_FULL, SQLITE_READONLY: no room, or no right to write; retrying will not fix either.
 _NO_ROOM_CODES = frozenset({13, 8})
@@ -408,14 +408,23 @@ class SqliteHotTier(HotTier):
             )
         return [r[0] for r in rows]
 
-    def _list_runs(self, limit: int) -> list[RunRecord | CorruptRun]:
+    def _list_runs(self, limit: int, before: RunCursor | None) -> list[ListedRun]:
+        select = "SELECT run_id, created_at, doc FROM runs "
+        order = "ORDER BY created_at DESC, run_id DESC LIMIT ?"
         with self._errors():
-            rows = (
-                self._conn()
-                .execute("SELECT run_id, doc FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
-                .fetchall()
-            )
-        return [self._listed(run_id, partial(self._record, run_id, doc)) for run_id, doc in rows]
+            conn = self._conn()
+            if before is None:
+                rows = conn.execute(select + order, (limit,)).fetchall()
+            else:
+                at, after_id = before
+                rows = conn.execute(
+                    select + "WHERE created_at < ? OR (created_at = ? AND run_id < ?) " + order,
+                    (at, at, after_id, limit),
+                ).fetchall()
+        return [
+            ((created, run_id), self._listed(run_id, partial(self._record, run_id, doc)))
+            for run_id, created, doc in rows
+        ]
 
     def _truncate(self, run_id: str, keep: int) -> None:
         with self._errors():
