@@ -98,14 +98,17 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        # The project's own venv first: a moto_server elsewhere on PATH may be another version.
-        own = Path(sys.executable).parent / "moto_server"
-        binary = str(own) if own.exists() else shutil.which("moto_server")
-        if binary is None:
-            raise RuntimeError("moto_server is not installed; `make test` installs moto[server]")
+        # moto's server application, in this interpreter (the project's venv, so its moto
+        # version), answering one request at a time: see tests/support/moto_serial.py for why.
+        try:
+            import moto.moto_server.werkzeug_app  # noqa: F401 - to fail early, and clearly
+        except ImportError as exc:
+            raise RuntimeError("moto[server] is not installed; `make test` installs it") from exc
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        root = Path(__file__).resolve().parents[2]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "tests.support.moto_serial", "127.0.0.1", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
