@@ -28,11 +28,18 @@ function's context:
 - each model step is annotated with its token usage (``input_tokens``, ``output_tokens``), which
   ``outlast runs show`` sums; the run's ``usage()`` is Pydantic AI's own sum of the (replayed or
   live) responses, so it equals an uninterrupted run's;
-- ``deps`` stay in memory: they are handed to the tools live and never journaled.
+- ``deps`` stay in memory: they are handed to the tools live and never journaled;
+- an MCP toolset (``MCPToolset(..., id=...)``) is wrapped like the agent's own tools: its tool
+  listing and each of its calls are steps, and the server is connected inside the first live
+  one, so a replay of journaled steps never connects to it;
+- streaming goes through an event stream handler (the wrapper's, or a run's own
+  ``event_stream_handler=``): model events reach it live inside the model request's step, tool
+  events each in a step. ``run_stream`` is refused, as Pydantic AI's Temporal and DBOS agents
+  refuse it in a workflow: output handed to the caller outside a step cannot be given again.
 
-The context is passed explicitly (``durable.run(ctx, ...)``): Outlast keeps no ambient "current
-run", and an explicit argument cannot silently attach an agent run to the wrong durable run.
-Outside a durable function, use the plain ``agent``.
+The context is passed first (``durable.run(ctx, ...)``) or, left out, found with
+``outlast.current_context()`` (the running durable function's, its parallel branch's or map
+item's). Outside a durable function, use the plain ``agent``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypedDict, TypeVar
 from weakref import WeakKeyDictionary
 
 from pydantic_ai.agent import AbstractAgent, AgentRun, EventStreamHandler
@@ -60,6 +67,7 @@ from pydantic_ai.durable_exec import (
     ToolsetCallToolId,
     ToolsetValidateToolArgumentsId,
 )
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import RunContext
@@ -332,7 +340,9 @@ class OutlastAgent(Generic[DepsT, OutputT]):
         models: other models a run may switch to with ``run(..., model="key")``, by key (the
             agent's own model needs no entry; model-name strings need none either).
         event_stream_handler: called with the run's events; model events live inside the
-            model step, each tool event in its own step.
+            model step, each tool event in its own step. A run's own handler
+            (``run(..., event_stream_handler=h)``) replaces it for that run. This is how a durable
+            agent streams: ``run_stream`` is refused (see there).
         model_step, tool_step, event_step: ``ctx.step`` options (retry, timeout, ...) of model
             requests, tool calls (and discovery), and event handler calls.
     """
@@ -350,10 +360,16 @@ class OutlastAgent(Generic[DepsT, OutputT]):
     ) -> None:
         self.agent = agent
         self.name = name or agent.name or "agent"
-        self.durability: OutlastDurability[DepsT] = OutlastDurability(
+        self._models = models
+        self._steps = (model_step, tool_step, event_step)
+        self.durability: OutlastDurability[DepsT] = self._durability(event_stream_handler)
+
+    def _durability(self, handler: EventStreamHandler[DepsT] | None) -> OutlastDurability[DepsT]:
+        model_step, tool_step, event_step = self._steps
+        return OutlastDurability(
             name=self.name,
-            models=models,
-            event_stream_handler=event_stream_handler,
+            models=self._models,
+            event_stream_handler=handler,
             model_step=model_step,
             tool_step=tool_step,
             event_step=event_step,
@@ -361,7 +377,12 @@ class OutlastAgent(Generic[DepsT, OutputT]):
 
     def _capabilities(self, kwargs: dict[str, Any]) -> list[Any]:
         extra: Sequence[Any] = kwargs.pop("capabilities", None) or ()
-        return [*extra, self.durability]
+        # A run's own handler replaces the wrapper's (as a run's handler replaces an agent's in
+        # Pydantic AI). It goes to a capability of the same name, so the step names do not change,
+        # and never to the agent itself: the agent would hand it replayed events again on each
+        # replay, and tool events outside any step.
+        handler: EventStreamHandler[DepsT] | None = kwargs.pop("event_stream_handler", None)
+        return [*extra, self.durability if handler is None else self._durability(handler)]
 
     async def run(self, *args: Any, **kwargs: Any) -> AgentRunResult[OutputT]:
         """``agent.run(*args, **kwargs)`` with each model request and tool call a durable step.
@@ -412,6 +433,38 @@ class OutlastAgent(Generic[DepsT, OutputT]):
             return result
         finally:
             _current.reset(token)
+
+    def run_stream(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in a durable function: use ``run`` with an ``event_stream_handler``.
+
+        ``agent.run_stream`` hands the caller the model's output as it arrives, outside any step.
+        A leg that dies mid-stream would leave the caller with output the replay cannot give it
+        again, and a replay would stream every finished response to it once more. Pydantic AI's
+        own durable agents (Temporal, DBOS, Prefect) refuse ``run_stream`` in a workflow for the
+        same reason. ``durable.run(ctx, prompt, event_stream_handler=handler)`` streams instead:
+        the handler gets the live model events inside the model request's step (journaled is the
+        final response) and each tool event in a step of its own, so a replay of committed
+        steps delivers nothing again (only a model request cut short streams again, from its
+        start).
+
+        Raises:
+            UserError: always, saying what to use instead.
+        """
+        raise UserError(_NO_STREAM.format(method="run_stream"))
+
+    def run_stream_events(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in a durable function, as ``run_stream``: see there."""
+        raise UserError(_NO_STREAM.format(method="run_stream_events"))
+
+
+_NO_STREAM = (
+    "OutlastAgent.{method}() cannot be used in a durable function: output streamed to the caller "
+    "outside a step cannot be delivered again after a replay. Use "
+    "`await durable.run(ctx, prompt, event_stream_handler=handler)` (or "
+    "`OutlastAgent(agent, event_stream_handler=handler)`): the handler receives the model's live "
+    "events inside the model request's step, and each tool event in its own step. Outside a "
+    "durable function, use the plain agent's {method}()."
+)
 
 
 def _context_and_args(args: tuple[Any, ...]) -> tuple[Context | AsyncContext, tuple[Any, ...]]:

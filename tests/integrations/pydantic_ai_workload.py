@@ -4,6 +4,8 @@ The model is Pydantic AI's own offline ``FunctionModel``: turn ``k`` asks for ``
 parallel, and the last turn answers with the sum of what the tools returned. Each call of the
 model and of a tool appends a line to ``$PAI_CALLS`` (when set), so a test can count real calls
 across legs. ``$PAI_SLOW`` (seconds) slows each model call and tool, so faults land mid-run.
+``TOOL_HOOK`` (set by in-process tests) is called with each lookup's key before it runs, so a test
+can make one tool call hang past a Lambda invocation's deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from outlast.integrations.pydantic_ai import OutlastAgent
 
 TURNS = 4
 WIDTH = 3
+TOOL_HOOK: Callable[[str], None] | None = None
 
 
 def _record(line: str) -> None:
@@ -106,6 +109,8 @@ agent = Agent(
 @agent.tool
 async def lookup(ctx: RunContext[Deps], key: str, n: int) -> dict[str, str | int]:
     _record(f"tool {key}")
+    if TOOL_HOOK is not None:
+        TOOL_HOOK(key)
     await asyncio.sleep(_slow())
     return {"key": key, "value": n * ctx.deps.scale}
 
@@ -226,6 +231,28 @@ async def ask_streamed(ctx: AsyncContext, question: str) -> dict[str, Any]:
     return summary(await streamed.run(ctx, question, deps=Deps(scale=2)))
 
 
+def _every_event(ctx: RunContext[Deps], events: Any) -> Any:
+    async def handle() -> None:
+        async for event in events:
+            _record(f"event {type(event).__name__}")
+
+    return handle()
+
+
+@app.durable()
+async def ask_with_handler(ctx: AsyncContext, question: str) -> dict[str, Any]:
+    """A run's own event stream handler: the durable way to stream (``run_stream`` is refused)."""
+    return summary(
+        await durable.run(ctx, question, deps=Deps(scale=2), event_stream_handler=_every_event)
+    )
+
+
+@app.durable()
+async def ask_run_stream(ctx: AsyncContext, question: str) -> str:
+    async with durable.run_stream(ctx, question, deps=Deps(scale=2)) as streamed:
+        return await streamed.get_output()
+
+
 @app.durable()
 async def ask_two(ctx: AsyncContext, question: str) -> list[dict[str, Any]]:
     """Two agent runs at once: each in a ``ctx.parallel`` branch, so each has its own scope."""
@@ -257,3 +284,72 @@ def ask_sync(ctx: Context, question: str) -> dict[str, Any]:
 def plain() -> dict[str, Any]:
     """The same agent run without Outlast: what every durable run must equal."""
     return summary(agent.run_sync("sum them", deps=Deps(scale=2)))
+
+
+# ------------------------------------------------------------------------- an MCP toolset
+
+MCP_SERVER = Path(__file__).with_name("mcp_tools_server.py")
+MCP_TURNS = 3
+MCP_WIDTH = 2
+
+
+async def mcp_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Turn ``k`` asks the MCP server's ``lookup`` for ``MCP_WIDTH`` keys at once; then sums."""
+    turn = _turn(messages)
+    _record(f"model {turn}")
+    await asyncio.sleep(_slow())
+    # The model sees the MCP server's tools: discovery ran (live, or replayed from the journal).
+    assert [tool.name for tool in info.function_tools] == ["lookup"], info.function_tools
+    usage = RequestUsage(input_tokens=50 + 5 * turn, output_tokens=3 + turn)
+    if turn < MCP_TURNS:
+        calls = [
+            ToolCallPart("lookup", {"key": f"m{turn}-{i}", "n": turn * MCP_WIDTH + i})
+            for i in range(MCP_WIDTH)
+        ]
+        return ModelResponse(parts=calls, usage=usage)
+    values = [
+        int(p.content["value"])
+        for m in messages
+        for p in getattr(m, "parts", [])
+        if isinstance(p, ToolReturnPart) and isinstance(p.content, dict)
+    ]
+    return ModelResponse(
+        parts=[TextPart(f"mcp total={sum(values)} from {len(values)} lookups")], usage=usage
+    )
+
+
+def mcp_agent() -> Agent[None, str]:
+    """The agent with the real MCP server (``mcp_tools_server.py``) as a stdio toolset.
+
+    Built on use, so importing this module does not need the MCP client (``fastmcp``). The server
+    logs to ``$PAI_CALLS``, passed as an argument because the stdio client gives the server a
+    sanitized environment.
+    """
+    from fastmcp.client.transports import PythonStdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    args = [os.environ.get("PAI_CALLS", ""), str(_slow())]
+    # A durable run names each MCP step by the toolset's id: it must be explicit and stable.
+    server = MCPToolset(PythonStdioTransport(MCP_SERVER, args=args, keep_alive=False), id="tools")
+    return Agent(FunctionModel(mcp_model), toolsets=[server], name="mcp_agent")
+
+
+# One durable agent per server configuration: in-process tests change $PAI_CALLS between runs.
+_mcp_durable: dict[tuple[str, float], OutlastAgent[None, str]] = {}
+
+
+def mcp_durable() -> OutlastAgent[None, str]:
+    key = (os.environ.get("PAI_CALLS", ""), _slow())
+    if key not in _mcp_durable:
+        _mcp_durable[key] = OutlastAgent(mcp_agent())
+    return _mcp_durable[key]
+
+
+@app.durable()
+async def ask_mcp(ctx: AsyncContext, question: str) -> dict[str, Any]:
+    return summary(await mcp_durable().run(ctx, question))
+
+
+def plain_mcp() -> dict[str, Any]:
+    """The MCP agent run without Outlast."""
+    return summary(mcp_agent().run_sync("sum them"))
