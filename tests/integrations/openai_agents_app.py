@@ -3,7 +3,10 @@
 The ``triage`` agent asks for two tools in parallel per turn (``OA_TURNS`` turns, default 2),
 then hands off to ``writer``, which writes the final answer from every tool output it sees.
 Each model call appends ``AGENT TURN PID`` to the file named by ``OA_CALL_LOG`` (when set), so a
-test can count calls.
+test can count calls. The same model streams (``stream_response``) for ``assist_streamed``; the
+``units`` agent gets its tool from a real MCP server over stdio (``openai_mcp_server.py``, its
+calls logged to ``OA_MCP_LOG``); ``assist_session`` keeps the conversation in the SDK's
+``SQLiteSession`` on the file ``OA_SESSION_DB``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from agents import (
@@ -26,6 +32,7 @@ from agents import (
     OutputGuardrail,
     RunConfig,
     RunContextWrapper,
+    SQLiteSession,
     TResponseInputItem,
     Usage,
     function_tool,
@@ -33,16 +40,22 @@ from agents import (
 )
 from agents.agent_output import AgentOutputSchemaBase
 from agents.items import TResponseStreamEvent
+from agents.mcp import MCPServerStdio
 from agents.models.interface import ModelTracing
 from agents.tool import Tool
 from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
     ResponseFunctionToolCall,
+    ResponseOutputItemDoneEvent,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseTextDeltaEvent,
+    ResponseUsage,
 )
 
 from outlast import App, AsyncContext, Context, RetryPolicy
-from outlast.integrations.openai_agents import OutlastRunner
+from outlast.integrations.openai_agents import OutlastRunner, StepOptions
 
 set_tracing_disabled(True)  # no network, ever
 
@@ -98,6 +111,9 @@ class ScriptedModel(Model):
         conversation_id: str | None,
         prompt: Any | None,
     ) -> ModelResponse:
+        return await self._respond(input)
+
+    async def _respond(self, input: str | list[TResponseInputItem]) -> ModelResponse:
         items = _items(input)
         mine = {
             str(i["call_id"]).split("-")[1]
@@ -139,7 +155,7 @@ class ScriptedModel(Model):
         )
         return ModelResponse(output=output, usage=usage, response_id=None)
 
-    def stream_response(  # pragma: no cover - never streamed
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],
@@ -153,7 +169,38 @@ class ScriptedModel(Model):
         conversation_id: str | None,
         prompt: Any | None,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        raise NotImplementedError
+        """The same script as a Responses API stream: text deltas word by word, each item's
+        ``output_item.done``, then ``response.completed`` with the usage."""
+        response = await self._respond(input)
+        seq = 0
+        for index, item in enumerate(response.output):
+            if isinstance(item, ResponseOutputMessage):
+                text = "".join(c.text for c in item.content if isinstance(c, ResponseOutputText))
+                for word in text.split(" "):
+                    yield ResponseTextDeltaEvent(
+                        type="response.output_text.delta", item_id=str(item.id),
+                        output_index=index, content_index=0, delta=word + " ", logprobs=[],
+                        sequence_number=seq,
+                    )  # fmt: skip
+                    seq += 1
+            yield ResponseOutputItemDoneEvent(
+                type="response.output_item.done", item=item, output_index=index, sequence_number=seq
+            )
+            seq += 1
+        u = response.usage
+        completed = Response(
+            id=f"resp-{self.agent}-{seq}", created_at=0, model="scripted", object="response",
+            output=list(response.output), parallel_tool_calls=True, tool_choice="auto", tools=[],
+            status="completed",
+            usage=ResponseUsage(
+                input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                total_tokens=u.total_tokens, input_tokens_details=u.input_tokens_details,
+                output_tokens_details=u.output_tokens_details,
+            ),
+        )  # fmt: skip
+        yield ResponseCompletedEvent(
+            type="response.completed", response=completed, sequence_number=seq
+        )
 
 
 @function_tool
@@ -300,4 +347,114 @@ flaky = Agent(name="flaky", instructions="Answer.", model=FlakyModel("writer", l
 async def assist_flaky(ctx: AsyncContext, question: str) -> dict[str, Any]:
     retry = RetryPolicy(max_attempts=2, initial_delay=0.01, jitter=False)
     result = await OutlastRunner.run(ctx, flaky, question, model_step={"retry": retry})
+    return _summary(result)
+
+
+# ---------------------------------------------------------------------- streaming
+
+# The text deltas the last streamed run saw live (tests in this process read it).
+STREAMED_TEXT: list[str] = []
+
+
+@app.durable()
+async def assist_streamed(ctx: AsyncContext, question: str) -> dict[str, Any]:
+    result = OutlastRunner.run_streamed(ctx, triage, question)
+    completed = 0
+    STREAMED_TEXT.clear()
+    async for event in result.stream_events():
+        if event.type == "raw_response_event":
+            if isinstance(event.data, ResponseCompletedEvent):
+                completed += 1
+            elif isinstance(event.data, ResponseTextDeltaEvent):
+                STREAMED_TEXT.append(event.data.delta)
+    # One completed response per model turn, whether the call ran live or was replayed.
+    return {**_summary(result), "completed_events": completed}
+
+
+# ---------------------------------------------------------------------- MCP
+
+MCP_SERVER = Path(__file__).with_name("openai_mcp_server.py")
+
+
+def _units_plan() -> list[list[tuple[str, dict[str, Any]]]]:
+    return [
+        [("convert", {"key": f"k{turn}-{n}", "celsius": 10 * turn + n}) for n in range(2)]
+        for turn in range(_turns())
+    ]
+
+
+units = Agent(
+    name="units",
+    instructions="Convert temperatures with the MCP tool.",
+    model=ScriptedModel("units", _units_plan),
+)
+
+
+def units_server() -> MCPServerStdio:
+    """The MCP server of ``openai_mcp_server.py``, logging its calls to ``OA_MCP_LOG``."""
+    log = os.environ.get("OA_MCP_LOG", "")
+    return MCPServerStdio(
+        params={"command": sys.executable, "args": [str(MCP_SERVER), log]},
+        name="units",
+        cache_tools_list=True,
+        client_session_timeout_seconds=30,
+    )
+
+
+@app.durable()
+async def assist_mcp(ctx: AsyncContext, question: str) -> dict[str, Any]:
+    # Each leg spends seconds starting Python, the SDK and the server before its first step, so
+    # under the tests' fault rates a random kill often lands on the same step several legs in a
+    # row: allow more interruptions per step than the app's default of 3.
+    patient: StepOptions = {"max_interruptions": 10}
+    async with units_server() as server:
+        agent = units.clone(mcp_servers=[server])
+        result = await OutlastRunner.run(
+            ctx, agent, question, model_step=patient, tool_step=patient
+        )
+    return _summary(result)
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+class DyingSession(SQLiteSession):
+    """Kills its process (SIGKILL, as a hard kill would) right after its ``OA_DIE_AT_ADD``-th
+    ``add_items`` of this process wrote, before the step could commit; once, marked by a file
+    next to the database."""
+
+    adds = 0
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        await super().add_items(items)
+        DyingSession.adds += 1
+        marker = Path(os.environ["OA_SESSION_DB"] + ".died")
+        if DyingSession.adds == int(os.environ["OA_DIE_AT_ADD"]) and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def oa_session() -> SQLiteSession:
+    """The session of ``OA_SESSION_DB`` (a file, so it outlives the leg that wrote it)."""
+    kind = DyingSession if os.environ.get("OA_DIE_AT_ADD") else SQLiteSession
+    return kind("conversation", db_path=os.environ["OA_SESSION_DB"])
+
+
+@app.durable()
+async def assist_session(ctx: AsyncContext, question: str) -> dict[str, Any]:
+    session = oa_session()
+    try:
+        result = await OutlastRunner.run(ctx, triage, question, session=session)
+    finally:
+        session.close()
+    return _summary(result)
+
+
+@app.durable()
+def assist_session_sync(ctx: Context, question: str) -> dict[str, Any]:
+    session = oa_session()
+    try:
+        result = OutlastRunner.run_sync(ctx, triage, question, session=session)
+    finally:
+        session.close()
     return _summary(result)

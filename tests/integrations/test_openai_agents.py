@@ -6,12 +6,13 @@ interface), with parallel tool calls, a guardrail and a handoff between two agen
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import ModelResponse, Usage
+from agents import ModelResponse, SQLiteSession, Usage
 from openai.types.responses import ResponseFunctionToolCall
 
 from outlast import App
@@ -239,51 +240,88 @@ def outlast_run(
     return report
 
 
-def chaos(tmp_path: Path, tiers: tuple[str, str], seed: int, fn: str = "assist") -> None:
-    env = {"OA_TURNS": "6", "OA_MODEL_SECONDS": "0.1", "OA_TOOL_SECONDS": "0.05"}
+def faulty(
+    tmp_path: Path,
+    tiers: tuple[str, str],
+    seed: int,
+    fn: str,
+    env: Callable[[str], dict[str, str]],
+    leg_timeout: str = "2",
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """An uninterrupted run of ``fn`` (``base-SEED``), then the same under evictions, kills and
+    duplicate deliveries; ``env(label)`` is each run's environment (its own call logs, say).
+
+    Returns both reports and the faulty run's label (its run id, also passed to ``env``).
+    """
     target = f"{APP}:{fn}"
-    base_log = tmp_path / "base.log"
-
     base = outlast_run(
-        tmp_path, target, f"base-{seed}", tiers, {**env, "OA_CALL_LOG": str(base_log)},
-        "--leg-timeout", "30",
-    )  # fmt: skip
+        tmp_path, target, f"base-{seed}", tiers, env(f"base-{seed}"), "--leg-timeout", "30"
+    )
     assert base["status"] == "succeeded", base
-    turns = model_calls(base_log)
-    assert set(turns.values()) == {1} and len(turns) == 8  # 7 triage turns, 1 writer turn
-
     # Whether a seed's faults land depends on timing (a fast machine can finish between them):
     # a seed whose faults all missed proves nothing, so another follows, up to 4.
     for attempt in range(4):
-        chaos_log = tmp_path / f"chaos-{attempt}.log"
         tried = seed + 100 * attempt
+        label = f"chaos-{tried}"
         report = outlast_run(
-            tmp_path, target, f"chaos-{tried}", tiers, {**env, "OA_CALL_LOG": str(chaos_log)},
+            tmp_path, target, label, tiers, env(label),
             "--evict-rate", "0.3", "--kill-rate", "0.3", "--duplicate-rate", "0.2",
             # Importing the SDK takes about a second of each 2 s leg (more on a loaded machine),
             # so some legs die before they commit anything: allow more of those in a row.
-            "--seed", str(tried), "--leg-timeout", "2", "--max-idle-legs", "40",
+            "--seed", str(tried), "--leg-timeout", leg_timeout, "--max-idle-legs", "40",
         )  # fmt: skip
-        assert report["status"] == "succeeded", report
-        interruptions = report["kills"] + report["evictions"] + report["timeouts"]
-        if interruptions >= 1:
+        assert report["status"] == "succeeded", json.dumps({"seed": tried, "report": report})
+        if interruptions(report) >= 1:
             break
-    assert interruptions >= 1, report
-    assert report["result"] == base["result"]
+    assert interruptions(report) >= 1, json.dumps({"seed": tried, "report": report})
+    return base, report, label
 
-    calls = model_calls(chaos_log)
-    assert set(calls) == set(turns)  # every turn was asked for...
-    assert sum(calls.values()) <= len(turns) + interruptions  # ...again only after a fault
 
+def interruptions(report: dict[str, Any]) -> int:
+    return int(report["kills"] + report["evictions"] + report["timeouts"])
+
+
+def same_steps_and_tokens(tiers: tuple[str, str], base_id: str, chaos_id: str) -> None:
+    """The faulty run committed the uninterrupted run's steps, and counted its tokens."""
     app = App("check", hot_url=tiers[0], cold_url=tiers[1])
     try:
-        assert run_report(app.store, f"chaos-{tried}").tokens == (
-            run_report(app.store, f"base-{seed}").tokens
-        )
-        names = [e.name for e in app.journal(f"chaos-{tried}") if e.status is EntryStatus.OK]
-        assert names == [e.name for e in app.journal(f"base-{seed}")]
+        assert run_report(app.store, chaos_id).tokens == run_report(app.store, base_id).tokens
+        names = [e.name for e in app.journal(chaos_id) if e.status is EntryStatus.OK]
+        assert names == [e.name for e in app.journal(base_id)]
     finally:
         app.close()
+
+
+def chaos(
+    tmp_path: Path,
+    tiers: tuple[str, str],
+    seed: int,
+    fn: str = "assist",
+    tool_turns: int = 4,
+    model_seconds: str = "0.3",
+    leg_timeout: str = "4",
+) -> None:
+    """``faulty`` for the two-agent app. Legs of 4 s: a leg spends 1.5-2 s importing the SDK on
+    a loaded 2-core machine, and 2 s legs then left too little to commit anything, so runs
+    failed on interruption caps; model calls of 0.3 s keep the run longer than one leg."""
+
+    def env(label: str) -> dict[str, str]:
+        return {
+            "OA_TURNS": str(tool_turns), "OA_MODEL_SECONDS": model_seconds,
+            "OA_TOOL_SECONDS": "0.05", "OA_CALL_LOG": str(tmp_path / f"{label}.log"),
+        }  # fmt: skip
+
+    base, report, label = faulty(tmp_path, tiers, seed, fn, env, leg_timeout)
+    context = json.dumps({"seed": seed, "report": report})
+    turns = model_calls(tmp_path / f"base-{seed}.log")
+    # The triage agent's tool turns and its handoff turn, then the writer's one turn.
+    assert set(turns.values()) == {1} and len(turns) == tool_turns + 2
+    assert report["result"] == base["result"], context
+
+    calls = model_calls(tmp_path / f"{label}.log")
+    assert set(calls) == set(turns), context  # every turn was asked for...
+    assert sum(calls.values()) <= len(turns) + interruptions(report), context  # ...again on faults
+    same_steps_and_tokens(tiers, f"base-{seed}", label)
 
 
 @pytest.mark.slow
@@ -303,3 +341,109 @@ def test_survives_evictions_kills_and_duplicates_on_redis(
 ) -> None:
     tiers = (f"{redis_server.url}?prefix={unique('oa')}", f"file://{tmp_path}/cold")
     chaos(tmp_path, tiers, 2)
+
+
+# ---------------------------------------------------------------------- sessions
+
+# A conversation the session holds before the run: the run reads it and appends to it.
+EARLIER = [
+    {"role": "user", "content": "Hello"},
+    {"role": "assistant", "content": "Hi! Ask me about the weather."},
+]
+SESSION_STEPS = {"session:get_items", "session:add_items"}
+
+
+def session_items(db: Path) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        session = SQLiteSession("conversation", db_path=db)
+        try:
+            return [dict(item) for item in await session.get_items()]
+        finally:
+            session.close()
+
+    return asyncio.run(read())
+
+
+def seed_session(db: Path) -> None:
+    async def write() -> None:
+        session = SQLiteSession("conversation", db_path=db)
+        try:
+            await session.add_items(list(EARLIER))  # type: ignore[arg-type]
+        finally:
+            session.close()
+
+    asyncio.run(write())
+
+
+@pytest.mark.parametrize("fn", ["assist_session", "assist_session_sync"])
+def test_session_reads_and_writes_are_steps_and_a_replay_writes_nothing(
+    durable: DurableFunction[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fn: str
+) -> None:
+    db = tmp_path / "session.db"
+    monkeypatch.setenv("OA_SESSION_DB", str(db))
+    seed_session(db)
+    app = durable.app
+    view = app.drive(app.start(fn, QUESTION, run_id="with-session"))
+    assert view.status is RunStatus.SUCCEEDED, view.error
+    # The run saw the earlier conversation and added to it.
+    assert view.result["output"].startswith("writer: Paris: 15 C")
+    after = session_items(db)
+    assert after[:2] == EARLIER
+    assert len(after) == 2 + 1 + view.result["items"]  # the question, then the run's new items
+    journal = app.journal("with-session")
+    names = [e.name for e in journal]
+    assert names[0] == "session:get_items"
+    assert app.store.decode("with-session", journal[0].value, seq=0) == EARLIER
+    assert [n for n in names if n not in SESSION_STEPS] == EXPECTED_NAMES
+    assert names.count("session:add_items") >= 2
+
+    # Replaying the whole run (a fork past its last entry) reads the journaled history and
+    # writes nothing: the session holds each item once.
+    fork = app.retry("with-session", from_seq=len(journal), as_id="replayed")
+    assert app.drive(fork).result == view.result
+    assert session_items(db) == after
+
+
+def test_an_add_items_whose_leg_died_before_its_commit_is_not_done_twice(tmp_path: Path) -> None:
+    """The session's third write lands, then its process is killed before the step commits:
+    the next leg runs the step again, sees the write landed, and does not add the items twice."""
+    tiers = (f"sqlite:///{tmp_path}/hot.db", f"file://{tmp_path}/cold")
+    dbs = {label: tmp_path / f"{label}.db" for label in ("plain", "dies")}
+    for db in dbs.values():
+        seed_session(db)
+    reports = {}
+    for label, db in dbs.items():
+        env = {"OA_SESSION_DB": str(db), "OA_DIE_AT_ADD": "3" if label == "dies" else ""}
+        target = f"{APP}:assist_session"
+        reports[label] = outlast_run(tmp_path, target, label, tiers, env, "--leg-timeout", "30")
+    assert (tmp_path / "dies.db.died").exists()  # the kill happened
+    assert reports["dies"]["kills"] == 1, reports["dies"]
+    assert reports["dies"]["status"] == "succeeded", reports["dies"]
+    assert reports["dies"]["result"] == reports["plain"]["result"]
+    assert session_items(dbs["dies"]) == session_items(dbs["plain"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [5])
+def test_a_session_under_faults_holds_the_uninterrupted_runs_items(
+    tmp_path: Path, seed: int
+) -> None:
+    tiers = (f"sqlite:///{tmp_path}/hot.db", f"file://{tmp_path}/cold")
+
+    def env(label: str) -> dict[str, str]:
+        db = tmp_path / f"{label}.db"
+        seed_session(db)
+        return {
+            # Slow enough model calls that a leg's random fault lands before the run ends.
+            "OA_TURNS": "3", "OA_MODEL_SECONDS": "0.4", "OA_TOOL_SECONDS": "0.05",
+            "OA_SESSION_DB": str(db), "OA_CALL_LOG": str(tmp_path / f"{label}.log"),
+        }  # fmt: skip
+
+    # Legs of 4 s: each spends over a second importing the SDK (more on a loaded machine), and
+    # a run whose every leg dies before its first commit proves nothing.
+    base, report, label = faulty(tmp_path, tiers, seed, "assist_session", env, leg_timeout="4")
+    context = json.dumps({"seed": seed, "report": report})
+    assert report["result"] == base["result"], context
+    expected = session_items(tmp_path / f"base-{seed}.db")
+    assert session_items(tmp_path / f"{label}.db") == expected, context
+    same_steps_and_tokens(tiers, f"base-{seed}", label)

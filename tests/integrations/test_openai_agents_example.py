@@ -52,8 +52,10 @@ def test_the_example_runs_offline_through_outlast_run_with_faults(
             "0.2",
             "--seed",
             str(seed),
+            # A leg spends 1.5-2 s importing the SDK on a loaded 2-core machine: 2 s legs then
+            # died before their one step could commit, until the step's interruption cap.
             "--leg-timeout",
-            "2",
+            "4",
             "--max-idle-legs",
             "40",
         ],
