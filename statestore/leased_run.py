@@ -288,6 +288,12 @@ class LeasedRun:
             self.commits += 1
             return Committed(entry, value)
 
+    @property
+    def writable(self) -> bool:
+        """False once a write or a renewal of this leg failed (a lost lease among them): the
+        leg writes nothing more, and neither should anything acting for it."""
+        return self._broken is None
+
     def renew(self, ttl: timedelta) -> Lease:
         """Extend the lease; ordered with the leg's commits, so the two never contend."""
         with self._lock:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import operator
 import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -29,7 +31,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from outlast import App
+from outlast import App, current_context
 from outlast.integrations.langgraph import (
     GraphChangedError,
     OutlastSaver,
@@ -403,3 +405,51 @@ def test_survives_evictions_kills_and_duplicates_on_redis(
 ) -> None:
     tiers = (f"{redis_server.url}?prefix={unique('lga')}", f"file://{tmp_path}/cold")
     chaos(tmp_path, tiers, 12)
+
+
+# ---------------------------------------------------------------------- a leg that lost its lease
+
+
+class Tally(TypedDict, total=False):
+    done: Annotated[list[str], operator.add]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_leg_that_lost_its_lease_writes_no_checkpoint(tmp_path: Path, mode: str) -> None:
+    """A leg whose lease is taken from it mid-superstep (here: broken, as a supervisor does for
+    a leg it believes dead) finishes its node but appends nothing to the thread: the next leg
+    runs the superstep again, and the thread holds only that leg's writes."""
+    app = App(
+        "lga-zombie",
+        hot_url=f"sqlite:///{tmp_path}/hot.db",
+        cold_url=f"file://{tmp_path}/c",
+        lease_ttl=1.5,  # a heartbeat every 0.5 s
+    )
+    calls: list[str] = []
+
+    def work(state: Tally) -> Tally:
+        ctx = current_context()
+        first = not calls
+        calls.append("zombie" if first else "live")
+        if first:
+            leased = ctx.leased
+            assert app.store.hot.break_lease(ctx.run_id, leased.token)
+            time.sleep(1.0)  # the heartbeat tries to renew, and finds the lease gone
+        return {"done": [calls[-1]]}
+
+    builder = StateGraph(Tally)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    fn = durable_graph(app, builder.compile(), name="zombie", mode=mode)  # type: ignore[arg-type]
+    try:
+        run_id = app.start(fn, {"done": []}, run_id="zombie-1")
+        view = app.drive(run_id)
+        assert view.status is RunStatus.SUCCEEDED, view.error
+        assert calls == ["zombie", "live"]
+        assert view.result == {"done": ["live"]}
+        config: Any = {"configurable": {"thread_id": run_id}}
+        for tup in OutlastSaver(app.store).list(config):  # no checkpoint or write of the zombie
+            assert "zombie" not in tup.checkpoint["channel_values"].get("done", [])
+            assert all("zombie" not in repr(value) for _, _, value in tup.pending_writes or [])
+    finally:
+        app.close()

@@ -22,6 +22,7 @@ from langgraph.pregel import Pregel
 from langgraph.types import Command, StateSnapshot
 
 from outlast import App, AsyncContext, Context, DurableFunction, NonRetryableError
+from outlast.errors import LeaseLost
 
 from .saver import OutlastSaver
 
@@ -167,6 +168,25 @@ def _usage(updates: list[dict[str, Any]]) -> dict[str, int]:
     return tokens if any(tokens.values()) else {}
 
 
+def holds_lease(ctx: Context | AsyncContext) -> None:
+    """Raise ``LeaseLost`` unless the leg still holds its lease: no renewal failed, and the
+    lease as last renewed has not run out.
+
+    Called before each checkpoint append of a superstep. A leg paused past its lease (a stopped
+    process, a long GC, a partitioned host) may wake while another leg runs the graph: its
+    journal writes are fenced by the store, and this keeps its checkpoints out of the thread.
+    (A lease lost in the instant between this check and the append is not caught.)
+    """
+    leased = ctx.leased
+    if not leased.writable:
+        raise LeaseLost(f"run {ctx.run_id!r}: this leg lost its lease; it writes no checkpoints")
+    if leased.lease.expires_at <= leased.store.hot.now():
+        raise LeaseLost(
+            f"run {ctx.run_id!r}: this leg's lease ran out at {leased.lease.expires_at}; "
+            "it writes no more checkpoints"
+        )
+
+
 def _interrupts(snap: StateSnapshot) -> list[Any]:
     return [i.value for task in snap.tasks for i in task.interrupts]
 
@@ -308,10 +328,11 @@ def durable_graph(
             return _outcome(snap)
         updates: list[dict[str, Any]] = []
         try:
-            for chunk in g.stream(
-                inp, config, stream_mode="updates", interrupt_after="*", durability="sync"
-            ):
-                updates.append(chunk)
+            with savers[0].fenced(lambda: holds_lease(ctx)):
+                for chunk in g.stream(
+                    inp, config, stream_mode="updates", interrupt_after="*", durability="sync"
+                ):
+                    updates.append(chunk)
         except Exception as exc:
             refused = _unstorable(label, snap, exc)
             if refused is not None:
@@ -344,10 +365,11 @@ def durable_graph(
             return _outcome(snap)
         updates: list[dict[str, Any]] = []
         try:
-            async for chunk in g.astream(
-                inp, config, stream_mode="updates", interrupt_after="*", durability="sync"
-            ):
-                updates.append(chunk)
+            with savers[0].fenced(lambda: holds_lease(ctx)):
+                async for chunk in g.astream(
+                    inp, config, stream_mode="updates", interrupt_after="*", durability="sync"
+                ):
+                    updates.append(chunk)
         except Exception as exc:
             refused = _unstorable(label, snap, exc)
             if refused is not None:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import contextvars
 import hashlib
 import operator
 import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -60,6 +62,11 @@ _DICT_RECORDS = 4  # a record is compressed against the raw bytes of the last fe
 _KEEP_RAW = 4 * _DICT_RECORDS  # raw records a thread's view keeps for later dictionaries
 
 Key = tuple[str, str, Any]  # (namespace, channel, version)
+
+# The check ``OutlastSaver.fenced`` installs for the appends made in its context.
+_FENCE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "outlast_langgraph_fence", default=None
+)
 
 
 def thread_log_id(thread_id: str) -> str:
@@ -121,6 +128,20 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         """Drop what this saver knows of a thread: the next read reads its log again."""
         with self._lock:
             self._threads.pop(str(thread_id), None)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def fenced(check: Callable[[], None]) -> Iterator[None]:
+        """Call ``check`` before every append made in this context (LangGraph carries the
+        context into the threads that save checkpoints); it raises when the caller may no
+        longer write. ``durable_graph`` fences each superstep by the leg's lease, so a leg that
+        lost it (paused past its lease, then woken) appends no checkpoint beside the leg that
+        took over."""
+        token = _FENCE.set(check)
+        try:
+            yield
+        finally:
+            _FENCE.reset(token)
 
     def _view(self, thread_id: str) -> _Thread:
         with self._lock:
@@ -250,6 +271,9 @@ class OutlastSaver(BaseCheckpointSaver[str]):
             framed = _MAGIC + msgpack.packb(
                 {"g": state.generation, "z": refs, "d": data}, use_bin_type=True
             )
+            check = _FENCE.get()
+            if check is not None:
+                check()
             try:
                 payload = self.store.place(log_id, framed)
                 position = self.store.hot.append_log(log_id, payload, label=thread_id)
