@@ -59,12 +59,14 @@ _ENDED_INDEX = "CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT
 
 # Record logs (``statestore/logs.py``): a log's number and label, and its records by dense
 # position. Records are keyed by the log's number, not its id: a 28-character id repeated in
-# every row and index entry cost 15% of a small record. The records are a rowid table for the
-# journal's reason: rows of a few KB stay inline in its leaves.
+# every row and index entry cost 15% of a small record. AUTOINCREMENT: a number is never given
+# to another log after a delete, so a writer's remembered number can only be stale, never
+# wrong. The records are a rowid table for the journal's reason: rows of a few KB stay inline
+# in its leaves.
 _LOGS = (
     """
 CREATE TABLE logs (
-    log_no     INTEGER PRIMARY KEY,
+    log_no     INTEGER PRIMARY KEY AUTOINCREMENT,
     log_id     TEXT NOT NULL UNIQUE,
     label      TEXT NOT NULL,
     created_at REAL NOT NULL
@@ -212,6 +214,11 @@ class SqliteHotTier(HotTier):
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        # Every connection this process opened, with the thread that uses it.
+        self._owners: dict[sqlite3.Connection, threading.Thread] = {}
+        self._owners_pid = os.getpid()
+        self._owners_lock = threading.Lock()
+        self._log_nos: dict[str, int] = {}  # log id -> its number, as last written
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -220,24 +227,51 @@ class SqliteHotTier(HotTier):
             _prepare(self._conn(), self._record)
 
     # Each thread (and each forked process) gets its own connection: sqlite3 connections must not
-    # be shared across threads, and never across a fork.
+    # be used by two threads at once, and never across a fork. A thread that has ended leaves
+    # its connection to the next new thread: opening one (WAL, pragmas) costs about 0.5 ms, and
+    # thread pools that start threads per task (LangGraph's savers, ctx.map) would pay it on
+    # every write otherwise.
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=self.busy_timeout_ms / 1000,
-            )
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            # Before WAL mode, which writes the file's first page: after that the size is fixed
-            # (and on an existing file this does nothing).
-            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn = self._adopt() or self._connect()
             self._local.conn = conn
             self._local.pid = os.getpid()
+        return conn
+
+    def _adopt(self) -> sqlite3.Connection | None:
+        """A connection whose thread has ended, now this thread's; None if there is none."""
+        me = threading.current_thread()
+        with self._owners_lock:
+            if self._owners_pid != os.getpid():  # a forked child: the parent's are not ours
+                self._owners, self._owners_pid = {}, os.getpid()
+            for conn, owner in self._owners.items():
+                if not owner.is_alive():
+                    self._owners[conn] = me
+                    break
+            else:
+                return None
+        if conn.in_transaction:  # never left open by this module; be sure all the same
+            conn.execute("ROLLBACK")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        # Before WAL mode, which writes the file's first page: after that the size is fixed
+        # (and on an existing file this does nothing).
+        conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        with self._owners_lock:
+            if self._owners_pid != os.getpid():
+                self._owners, self._owners_pid = {}, os.getpid()
+            self._owners[conn] = threading.current_thread()
         return conn
 
     @contextmanager
@@ -488,21 +522,28 @@ class SqliteHotTier(HotTier):
         return None if row is None else int(row[0])
 
     def _log_insert(self, log_id: str, position: int, data: bytes, label: str) -> bool:
-        # One statement is atomic: the row goes in only at the log's tail (position free, the
-        # one before it taken), so racing writers and a stale tail never overwrite or leave gaps.
+        # One statement is atomic: the row goes in only at the log's tail (the primary key
+        # refuses a taken position, the EXISTS a gap), so racing writers and a stale tail never
+        # overwrite or leave holes.
         insert = (
-            "INSERT INTO log_records (log_no, position, data) SELECT ?, ?, ? "
-            "WHERE NOT EXISTS (SELECT 1 FROM log_records WHERE log_no = ? AND position = ?) "
-            "AND (? = 0 OR EXISTS (SELECT 1 FROM log_records WHERE log_no = ? AND position = ?))"
+            "INSERT OR IGNORE INTO log_records (log_no, position, data) SELECT ?, ?, ? "
+            "WHERE ? = 0 OR EXISTS (SELECT 1 FROM log_records WHERE log_no = ? AND position = ?)"
         )
         with self._errors():
             conn = self._conn()
             if position != 0:
-                log_no = self._log_no(log_id)
+                # The log's number, remembered: it never changes while the log lives, and a
+                # number is never reused, so a stale one (the log was deleted) only fails.
+                log_no = self._log_nos.get(log_id) or self._log_no(log_id)
                 if log_no is None:
                     return False
-                args = (log_no, position, data, log_no, position, position, log_no, position - 1)
-                return bool(conn.execute(insert, args).rowcount == 1)
+                args = (log_no, position, data, position, log_no, position - 1)
+                done = conn.execute(insert, args).rowcount == 1
+                if done:
+                    self._log_nos[log_id] = log_no
+                else:
+                    self._log_nos.pop(log_id, None)
+                return bool(done)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
@@ -512,13 +553,14 @@ class SqliteHotTier(HotTier):
                 (log_no,) = conn.execute(
                     "SELECT log_no FROM logs WHERE log_id = ?", (log_id,)
                 ).fetchone()
-                args = (log_no, 0, data, log_no, 0, 0, log_no, -1)
-                done = conn.execute(insert, args).rowcount == 1
+                done = conn.execute(insert, (log_no, 0, data, 0, log_no, -1)).rowcount == 1
                 conn.execute("COMMIT" if done else "ROLLBACK")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        if done:
+            self._log_nos[log_id] = int(log_no)
         return done
 
     def _log_tail(self, log_id: str) -> int:
@@ -535,7 +577,7 @@ class SqliteHotTier(HotTier):
         return 0 if row is None or row[0] is None else int(row[0]) + 1
 
     def _log_load(self, log_id: str, start: int) -> Iterable[tuple[int, bytes]]:
-        log_no = self._log_no(log_id)
+        log_no = self._log_no(log_id)  # read afresh: a reader must see a re-created log
         if log_no is None:
             return
         conn = self._conn()
@@ -554,6 +596,7 @@ class SqliteHotTier(HotTier):
             cursor = rows[-1][0] + 1
 
     def _log_delete(self, log_id: str) -> None:
+        self._log_nos.pop(log_id, None)
         with self._errors():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
@@ -585,7 +628,20 @@ class SqliteHotTier(HotTier):
         return [(str(i), str(label)) for i, label in rows]
 
     def close(self) -> None:
+        """Close this thread's connection and those of threads that have ended (a live thread's
+        stays open: closing it under that thread would break its next call)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._owners_lock:
+            owned = self._owners if self._owners_pid == os.getpid() else {}
+            idle = [c for c, owner in owned.items() if c is conn or not owner.is_alive()]
+            for c in idle:
+                owned.pop(c, None)
+        for c in idle:
+            c.close()
+        if (
+            conn is not None
+            and conn not in idle
+            and getattr(self._local, "pid", None) == os.getpid()
+        ):
             conn.close()
-            self._local.conn = None
+        self._local.conn = None
