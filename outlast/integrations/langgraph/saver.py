@@ -33,7 +33,7 @@ import operator
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, cast
 
 import msgpack
@@ -166,13 +166,14 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         # was deleted (and maybe re-created) since, and the view starts over.
         start = max(state.seen - 1, 0)
         records = self.store.hot.read_log(log_id, start)
+        frames = {r.position: self._frame(log_id, r) for r in records}
         if state.seen:
-            if not records or self._frame(log_id, records[0])["g"] != state.generation:
+            if not records or frames[records[0].position]["g"] != state.generation:
                 self._reset(state)
                 records = self.store.hot.read_log(log_id, 0)
+                frames = {r.position: self._frame(log_id, r) for r in records}
             else:
                 records = records[1:]
-        frames = {r.position: self._frame(log_id, r) for r in records}
         for record in records:
             frame = frames[record.position]
             if state.seen == 0:
@@ -191,10 +192,11 @@ class OutlastSaver(BaseCheckpointSaver[str]):
 
     @staticmethod
     def _reset(state: _Thread) -> None:
+        """Empty the view in place (its lock is held by the caller, so the object stays)."""
         fresh = _Thread()
-        for name in ("generation", "seen", "checkpoints", "blobs", "writes", "raw", "values"):
-            setattr(state, name, getattr(fresh, name))
-        state.tails = {}
+        for f in fields(_Thread):
+            if f.name != "lock":
+                setattr(state, f.name, getattr(fresh, f.name))
 
     def _frame(self, log_id: str, record: LogRecord) -> dict[str, Any]:
         payload = record.payload
