@@ -22,6 +22,7 @@ different users never meet; a log never shares a key with a run.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -155,15 +156,18 @@ class RecordLogs(ABC):
             self._log_tails[log_id] = max(self._log_tails.get(log_id, 0), position + 1)
         return position
 
-    def read_log(self, log_id: str, start: int = 0) -> list[LogRecord]:
-        """The log's records from position ``start`` on, in order; [] for a log that is empty or
-        does not exist."""
+    def read_log(self, log_id: str, start: int = 0, *, limit: int | None = None) -> list[LogRecord]:
+        """The log's records from position ``start`` on, in order, at most ``limit`` of them (the
+        backends read a page at a time, so a limit also bounds what is read); [] for a log that
+        is empty or does not exist."""
         validate_run_id(log_id)
         if start < 0:
             raise ValueError(f"a log position is 0 or more, not {start}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"a read limit is 0 or more, not {limit}")
         records = [
             LogRecord(p, unpack_payload(d, tier=self.scheme, log_id=log_id, position=p))
-            for p, d in self._log_load(log_id, start)
+            for p, d in itertools.islice(self._log_load(log_id, start), limit)
         ]
         for expected, record in enumerate(records, start):
             if record.position != expected:

@@ -255,3 +255,58 @@ def test_store_faults_on_every_call_lose_nothing_committed(tmp_path: Path, exclu
         assert failures > 0, f"seed {seed}: no fault fired; the test tested nothing"
     finally:
         inner.close()
+
+
+def test_an_appended_list_is_recognised_by_equal_items_not_only_identical_ones() -> None:
+    from outlast.integrations.langgraph.saver import _extends
+
+    class Ambiguous:
+        """An item whose == is not a bool (as a numpy array's is)."""
+
+        def __eq__(self, other: object) -> Any:
+            raise ValueError("the truth value of an array is ambiguous")
+
+        __hash__ = object.__hash__
+
+    base = [{"role": "user", "content": "hi"}, {"role": "ai", "content": "hello"}]
+    reloaded = [dict(m) for m in base]  # as read back from the store: equal, not identical
+    assert _extends(base, [*reloaded, {"role": "user", "content": "more"}])
+    assert _extends(base, list(base))
+    assert not _extends(base, [base[0], {"role": "ai", "content": "edited"}, base[1]])
+    assert not _extends(base, base[:1])
+    assert not _extends([], base)
+    odd = Ambiguous()
+    assert _extends([odd], [odd, 1])  # identical: == is never asked
+    assert not _extends([odd], [Ambiguous(), 1])  # store the whole value instead of failing
+
+
+def test_a_view_that_no_longer_keeps_a_dictionary_record_reads_it_again(
+    store: StateStore,
+) -> None:
+    """A record is compressed against the raw bytes of the records before it. A view that has
+    dropped those (here: emptied by hand, as a long-lived view's bounded memory would) reads
+    them back from the store, a bounded page of the log, and decodes the same conversation."""
+    config: Any = {"configurable": {"thread_id": "long"}}
+    rng = random.Random(5)
+    texts = [base64.b64encode(rng.randbytes(200)).decode() for _ in range(40)]
+    writer = _chat_graph(OutlastSaver(store), texts[1::2])
+    reader_saver = OutlastSaver(store)
+    reader = _chat_graph(reader_saver, texts[1::2])
+    for turn in range(10):
+        writer.invoke({"messages": [{"role": "user", "content": texts[2 * turn]}]}, config)
+    assert _contents(reader, config) == texts[:20]
+    state = reader_saver._threads["long"]
+    assert state.raw  # the view kept the recent records' raw bytes
+    state.raw.clear()
+    reads: list[tuple[int, int | None]] = []
+    real_read = store.hot.read_log
+
+    def counted(log_id: str, start: int = 0, *, limit: int | None = None) -> Any:
+        reads.append((start, limit))
+        return real_read(log_id, start, limit=limit)
+
+    store.hot.read_log = counted  # type: ignore[method-assign]
+    for turn in range(10, 20):
+        writer.invoke({"messages": [{"role": "user", "content": texts[2 * turn]}]}, config)
+    assert _contents(reader, config) == texts
+    assert any(limit is not None for _, limit in reads), reads  # the bounded re-read ran

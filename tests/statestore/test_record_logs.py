@@ -33,6 +33,9 @@ def test_appends_take_dense_positions_and_read_from_any_position(make_hot: HotFa
     assert records[5].payload == REF
     assert [r.payload for r in hot.read_log("lg-a", start=4)] == [b"r4", REF]
     assert hot.read_log("lg-a", start=6) == []
+    assert [r.position for r in hot.read_log("lg-a", start=1, limit=2)] == [1, 2]
+    assert hot.read_log("lg-a", start=1, limit=0) == []
+    assert [r.position for r in hot.read_log("lg-a", start=4, limit=10)] == [4, 5]
     # Another handle (another process) sees the same log and appends after it.
     other = make_hot()
     assert other.append_log("lg-a", b"from another handle") == 6
@@ -109,6 +112,8 @@ def test_bad_ids_and_positions_are_refused_with_a_reason(make_hot: HotFactory) -
         hot.append_log("a/b", b"x")
     with pytest.raises(ValueError, match="a log position is 0 or more"):
         hot.read_log("lg-ok", start=-1)
+    with pytest.raises(ValueError, match="a read limit is 0 or more, not -1"):
+        hot.read_log("lg-ok", limit=-1)
     with pytest.raises(ValueError, match="a log label is at most 1024"):
         hot.append_log("lg-ok", b"x", label="x" * 2000)
     assert hot.read_log("lg-ok") == []  # nothing was written

@@ -29,7 +29,6 @@ import builtins
 import contextlib
 import contextvars
 import hashlib
-import operator
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -86,6 +85,7 @@ class _Thread:
     checkpoints: dict[tuple[str, str], tuple[list[Any], list[Any], str | None]] = field(
         default_factory=dict
     )
+    latest: dict[str, str] = field(default_factory=dict)  # ns -> its newest checkpoint id
     blobs: dict[Key, list[Any]] = field(default_factory=dict)  # stored blob descriptors
     writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, list[Any], str]]] = field(
         default_factory=dict
@@ -220,7 +220,7 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         if frame is None:  # a dictionary record this view no longer keeps: read it again
             frames.update(
                 (r.position, self._frame(log_id, r))
-                for r in self.store.hot.read_log(log_id, position)[: _KEEP_RAW + 1]
+                for r in self.store.hot.read_log(log_id, position, limit=_KEEP_RAW + 1)
             )
             frame = frames.get(position)
             if frame is None:
@@ -299,6 +299,10 @@ class OutlastSaver(BaseCheckpointSaver[str]):
         ns = rec["ns"]
         if rec["k"] == "cp":
             state.checkpoints[(ns, rec["id"])] = (rec["cp"], rec["md"], rec["parent"])
+            # Checkpoint ids sort by time (LangGraph's uuid6): the newest is the greatest. Kept
+            # here so ``get_tuple`` does not scan every checkpoint of a long thread per turn.
+            if rec["id"] > state.latest.get(ns, ""):
+                state.latest[ns] = rec["id"]
             for channel, version, blob in rec["vals"]:
                 state.blobs[(ns, channel, version)] = blob
         elif rec["k"] == "w":
@@ -413,10 +417,9 @@ class OutlastSaver(BaseCheckpointSaver[str]):
             return None
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id is None:
-            ids = [cid for (n, cid) in state.checkpoints if n == ns]
-            if not ids:
+            checkpoint_id = state.latest.get(ns)
+            if checkpoint_id is None:
                 return None
-            checkpoint_id = max(ids)
         elif (ns, checkpoint_id) not in state.checkpoints:
             return None
         return self._tuple(thread_id, state, ns, checkpoint_id)
@@ -564,12 +567,8 @@ class OutlastSaver(BaseCheckpointSaver[str]):
             state = self._sync(thread_id)
             if state is None:
                 continue
-            latest: dict[str, str] = {}
-            for ns, cid in state.checkpoints:
-                if cid > latest.get(ns, ""):
-                    latest[ns] = cid
             # Rebuild the kept checkpoints as full records (no appends against dropped ones).
-            kept = [self._tuple(thread_id, state, ns, cid) for ns, cid in latest.items()]
+            kept = [self._tuple(thread_id, state, ns, cid) for ns, cid in state.latest.items()]
             self.delete_thread(thread_id)
             for tup in kept:
                 checkpoint = tup.checkpoint
@@ -669,12 +668,12 @@ class OutlastSaver(BaseCheckpointSaver[str]):
 
 
 def _extends(base: list[Any], value: list[Any]) -> bool:
-    """Is ``value`` ``base`` with items appended? Items are compared by identity, then equality."""
+    """Is ``value`` ``base`` with items appended? Items are compared by identity, then equality
+    (a list's ``==`` does exactly that, item by item, at C speed: a thread reloaded from the
+    store holds equal, not identical, messages)."""
     if not base or len(value) < len(base):
         return False
-    if all(map(operator.is_, base, value)):  # the usual case, at C speed
-        return True
     try:
-        return all(a is b or a == b for a, b in zip(base, value, strict=False))
+        return bool(value[: len(base)] == base)
     except Exception:  # noqa: BLE001 - an item whose == is not a bool (arrays): store the whole value
         return False
