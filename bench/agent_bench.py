@@ -503,11 +503,17 @@ def langgraph_bench(tmp: Path, turns: int, runs: int = 1) -> dict[str, dict[str,
     runs supersteps: each save finishes before the graph goes on, so its time is the turn's, not
     a background thread's overlapping the next): the user's message in, a node that appends the
     model's reply. Both messages are ~1 KB of base64 noise (non-repetitive, incompressible),
-    so a turn adds ~2 KB to the conversation. Commit ms: the wall time of the saver's ``put`` and
-    ``put_writes`` calls in that turn, the fastest over ``runs`` runs (each on a fresh database),
-    then the median over turns 6-15 and over the last ten; invoke ms: the same for the whole
-    ``invoke`` (which also includes the saver's reads). Stored: SQLite used pages (after a
-    checkpoint) grown over the run, plus the cold tier's files.
+    so a turn adds ~2 KB to the conversation. Stored: SQLite used pages (after a checkpoint)
+    grown over the run, plus the cold tier's files. Per turn, each the fastest over ``runs`` runs
+    (each on a fresh database), then the median over turns 6-15 and over the last ten:
+
+    - commit ms: the saver's ``put`` and ``put_writes`` calls of that turn, exactly as LangGraph
+      made them in the first run, made again one after the other on a fresh saver: what the
+      saver itself costs (see ``_replay_saver_calls``);
+    - in-graph commit ms: the wall time of the same calls inside ``invoke``, where LangGraph's
+      own thread works beside them, and the CPU time of the threads that ran them (wall time
+      less waiting: for the GIL, a lock, the disk);
+    - invoke ms: the whole ``invoke`` (the saver's reads too).
     """
     try:
         from langgraph.graph import START, MessagesState, StateGraph
@@ -526,8 +532,9 @@ def langgraph_bench(tmp: Path, turns: int, runs: int = 1) -> dict[str, dict[str,
     ]
 
     def reply(state: MessagesState) -> dict[str, Any]:
-        turn = sum(1 for m in state["messages"] if m.type == "ai")
-        return {"messages": [{"role": "ai", "content": texts[turn][1]}]}
+        # The reply of turn n: the list holds 2n - 1 messages, so len // 2 is n - 1. len() is
+        # O(1): the node adds no work of its own that grows with the thread.
+        return {"messages": [{"role": "ai", "content": texts[len(state["messages"]) // 2][1]}]}
 
     builder = StateGraph(MessagesState)
     builder.add_node("reply", reply)
@@ -567,41 +574,58 @@ def langgraph_bench(tmp: Path, turns: int, runs: int = 1) -> dict[str, dict[str,
 
     results: dict[str, dict[str, Any]] = {}
     for label, make in makers.items():
-        commit: dict[int, float] = {}  # per turn, the fastest over the runs
+        in_graph: dict[int, float] = {}  # per turn, the fastest over the runs
+        in_graph_cpu: dict[int, float] = {}
         invoke: dict[int, float] = {}
+        calls: list[_SaverCall] = []  # the first run's saver calls, in the order they started
         for run in range(runs):
             print(f"... {label}: run {run + 1} of {runs}, {turns} turns", file=sys.stderr)
             saver, used, close = make(run)
             graph = builder.compile(checkpointer=saver)
             config: Any = {"configurable": {"thread_id": "bench"}}
             empty = used()
-            spent = [0.0]
+            spent = [0.0, 0.0]  # this turn's saver calls: wall seconds, their threads' CPU seconds
+            now = [0]  # the turn being run
+            record = calls if run == 0 else None
             for method in ("put", "put_writes"):
                 inner = getattr(saver, method)
 
                 def timed(
-                    *a: Any, _inner: Any = inner, _spent: list[float] = spent, **k: Any
+                    *a: Any,
+                    _inner: Any = inner,
+                    _method: str = method,
+                    _record: list[_SaverCall] | None = record,
+                    _now: list[int] = now,
+                    _spent: list[float] = spent,
+                    **k: Any,
                 ) -> Any:
-                    started = time.perf_counter()
+                    if _record is not None:
+                        _record.append((_now[0], _method, a, k))
+                    started, cpu = time.perf_counter(), time.thread_time()
                     try:
                         return _inner(*a, **k)
                     finally:
                         _spent[0] += time.perf_counter() - started
+                        _spent[1] += time.thread_time() - cpu
 
                 setattr(saver, method, timed)
             for turn in range(1, turns + 1):
-                spent[0] = 0.0
+                spent[:] = [0.0, 0.0]
+                now[0] = turn
                 user: Any = {"messages": [{"role": "user", "content": texts[turn - 1][0]}]}
                 started = time.perf_counter()
                 graph.invoke(user, config, durability="sync")
                 took = (time.perf_counter() - started) * 1000
                 invoke[turn] = min(invoke.get(turn, took), took)
-                commit[turn] = min(commit.get(turn, spent[0] * 1000), spent[0] * 1000)
+                in_graph[turn] = min(in_graph.get(turn, spent[0] * 1000), spent[0] * 1000)
+                in_graph_cpu[turn] = min(in_graph_cpu.get(turn, spent[1] * 1000), spent[1] * 1000)
             state = graph.get_state(config).values
             messages = [{"type": m.type, "content": m.content} for m in state["messages"]]
             conversation = len(json.dumps(messages))
             stored = used() - empty
             close()
+        print(f"... {label}: the same saver calls replayed alone, {runs} times", file=sys.stderr)
+        commit = _replay_saver_calls(make, calls, runs, first=runs)
         last = max(turns - WINDOW + 1, 1)
         results[label] = {
             "turns": turns,
@@ -609,28 +633,76 @@ def langgraph_bench(tmp: Path, turns: int, runs: int = 1) -> dict[str, dict[str,
             "stored_bytes": stored,
             "conversation_bytes": conversation,
             "ratio": round(stored / conversation, 3),
-            "commit_ms_at_10": window(commit, 10, turns),
-            f"commit_ms_at_{turns}": statistics.median(commit[t] for t in range(last, turns + 1)),
-            "invoke_ms_at_10": window(invoke, 10, turns),
-            f"invoke_ms_at_{turns}": statistics.median(invoke[t] for t in range(last, turns + 1)),
         }
+        for name, series in (
+            ("commit", commit),
+            ("in_graph_commit", in_graph),
+            ("in_graph_commit_cpu", in_graph_cpu),
+            ("invoke", invoke),
+        ):
+            results[label][f"{name}_ms_at_10"] = window(series, 10, turns)
+            results[label][f"{name}_ms_at_{turns}"] = statistics.median(
+                series[t] for t in range(last, turns + 1)
+            )
     return results
 
 
+# A saver call as LangGraph made it: (turn, method, positional args, keyword args).
+_SaverCall = tuple[int, str, tuple[Any, ...], dict[str, Any]]
+
+
+def _replay_saver_calls(
+    make: Callable[[int], _LgSaver], calls: list[_SaverCall], runs: int, *, first: int
+) -> dict[int, float]:
+    """Each turn's commit ms with the saver alone: the calls LangGraph made, made again one after
+    the other on a fresh saver (no graph running beside them), the fastest of ``runs`` replays.
+
+    In the graph, LangGraph runs saves on its background threads while its own thread goes on
+    (the node, ``add_messages`` merging the whole list, copying the checkpoint); that work grows
+    with the thread for every saver, and under the GIL it stretches the saves' wall time. A
+    replay gives the saver's own cost: its serialisation, compression and store round trips.
+    """
+    best: dict[int, float] = {}
+    for n in range(first, first + runs):
+        saver, _, close = make(n)
+        spent: dict[int, float] = {}
+        for turn, method, args, kwargs in calls:
+            call = getattr(saver, method)
+            started = time.perf_counter()
+            call(*args, **kwargs)
+            spent[turn] = spent.get(turn, 0.0) + (time.perf_counter() - started) * 1000
+        close()
+        for turn, ms in spent.items():
+            best[turn] = min(best.get(turn, ms), ms)
+    return best
+
+
 def _print_langgraph(results: dict[str, dict[str, Any]]) -> None:
+    series = (
+        ("commit", "commit ms@10"),
+        ("in_graph_commit", "in graph@10"),
+        ("in_graph_commit_cpu", "its CPU@10"),
+        ("invoke", "invoke@10"),
+    )
     print(
-        f"{'saver':<22}{'turns':>6}{'stored B':>12}{'convers. B':>12}{'ratio':>8}"
-        f"{'commit ms@10':>14}{'@last':>9}{'ratio':>7}{'invoke ms@10':>14}{'@last':>9}{'ratio':>7}"
+        f"{'saver':<20}{'turns':>6}{'stored B':>12}{'convers. B':>11}{'ratio':>9}"
+        + "".join(f"{head:>13}{'@last':>9}{'ratio':>7}" for _, head in series)
     )
     for name, r in results.items():
         n = r["turns"]
-        c10, cn = r["commit_ms_at_10"], r[f"commit_ms_at_{n}"]
-        i10, i_n = r["invoke_ms_at_10"], r[f"invoke_ms_at_{n}"]
-        print(
-            f"{name:<22}{n:>6}{r['stored_bytes']:>12}{r['conversation_bytes']:>12}"
-            f"{r['ratio']:>8.2f}{c10:>14.3f}{cn:>9.3f}{cn / c10:>7.2f}"
-            f"{i10:>14.3f}{i_n:>9.3f}{i_n / i10:>7.2f}"
+        line = (
+            f"{name:<20}{n:>6}{r['stored_bytes']:>12}{r['conversation_bytes']:>11}"
+            f"{r['ratio']:>9.2f}"
         )
+        for key, _ in series:
+            at10, at_n = r[f"{key}_ms_at_10"], r[f"{key}_ms_at_{n}"]
+            line += f"{at10:>13.3f}{at_n:>9.3f}{at_n / at10:>7.2f}"
+        print(line)
+    print(
+        "commit: the saver's put and put_writes of a turn, replayed alone; in graph: the same "
+        "calls' wall time inside invoke, beside LangGraph's own work; its CPU: their threads' "
+        "CPU time there; invoke: the whole turn"
+    )
     for name, r in results.items():
         n = r["turns"]
         grow = r[f"commit_ms_at_{n}"] / r["commit_ms_at_10"]
