@@ -28,6 +28,8 @@ from collections.abc import Iterator, Sequence
 from statestore import HotTier, JournalEntry, RunRecord, entry_memory
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
 def entries_size(entries: Sequence[JournalEntry]) -> int:
     return sum(entry_memory(e) for e in entries)
 

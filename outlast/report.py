@@ -224,9 +224,7 @@ def run_report(store: StateStore, run_id: str) -> RunReport:
         legs=legs,
         tokens={**tokens, "total": tokens["input"] + tokens["output"]},
         parent=record.tags.get("parent"),
-        children=[
-            str(store.decode(run_id, e.value)) for e in journal if e.kind is EntryKind.CHILD
-        ],
+        children=[str(store.decode(run_id, e.value)) for e in journal if e.kind is EntryKind.CHILD],
         restart_tax=RestartTax(
             interruptions=interruptions,
             tokens_saved=saved_tokens,

@@ -416,15 +416,10 @@ class Offline:
     def _report(self, state: _Research, had_search: bool) -> str:
         question = " ".join(state.prompt.split())
         if not had_search:
-            return (
-                f"{MARK} I have no search tool, so I cannot research this. "
-                f"You asked: {question}"
-            )
+            return f"{MARK} I have no search tool, so I cannot research this. You asked: {question}"
         sources = list(state.read_texts) or state.targets
         if not sources:
-            return (
-                f"{MARK} After {len(state.queries)} searches I found no sources for: {question}"
-            )
+            return f"{MARK} After {len(state.queries)} searches I found no sources for: {question}"
         keywords = _keywords(state.prompt)
         lines = [
             f"{MARK} Research report: {question}",

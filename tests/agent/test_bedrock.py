@@ -108,19 +108,39 @@ def test_tool_use_round_trip(client: Any, stubber: Stubber) -> None:
                     "role": "assistant",
                     "content": [
                         {"text": "I'll search."},
-                        {"toolUse": {"toolUseId": "tu-1", "name": "search",
-                                     "input": {"query": "lambda"}}},
-                        {"toolUse": {"toolUseId": "tu-2", "name": "search",
-                                     "input": {"query": "spot"}}},
+                        {
+                            "toolUse": {
+                                "toolUseId": "tu-1",
+                                "name": "search",
+                                "input": {"query": "lambda"},
+                            }
+                        },
+                        {
+                            "toolUse": {
+                                "toolUseId": "tu-2",
+                                "name": "search",
+                                "input": {"query": "spot"},
+                            }
+                        },
                     ],
                 },
                 {
                     "role": "user",
                     "content": [
-                        {"toolResult": {"toolUseId": "tu-1", "content": [{"text": "hit A"}],
-                                        "status": "success"}},
-                        {"toolResult": {"toolUseId": "tu-2", "content": [{"text": "boom"}],
-                                        "status": "error"}},
+                        {
+                            "toolResult": {
+                                "toolUseId": "tu-1",
+                                "content": [{"text": "hit A"}],
+                                "status": "success",
+                            }
+                        },
+                        {
+                            "toolResult": {
+                                "toolUseId": "tu-2",
+                                "content": [{"text": "boom"}],
+                                "status": "error",
+                            }
+                        },
                     ],
                 },
             ],
@@ -150,17 +170,29 @@ def test_non_anthropic_models_get_no_tool_result_status_and_no_blank_text(
             "modelId": "amazon.nova-pro-v1:0",
             "messages": [
                 {"role": "user", "content": [{"text": "go"}]},
-                {"role": "assistant", "content": [
-                    {"toolUse": {"toolUseId": "t1", "name": "search", "input": {"query": "q"}}}
-                ]},
-                {"role": "user", "content": [
-                    {"toolResult": {"toolUseId": "t1", "content": [{"text": "r"}]}}
-                ]},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"toolUse": {"toolUseId": "t1", "name": "search", "input": {"query": "q"}}}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "r"}]}}],
+                },
             ],
             "inferenceConfig": {"maxTokens": 4096},
-            "toolConfig": {"tools": [{"toolSpec": {
-                "name": "search", "description": "Search the corpus.",
-                "inputSchema": {"json": search.parameters}}}]},
+            "toolConfig": {
+                "tools": [
+                    {
+                        "toolSpec": {
+                            "name": "search",
+                            "description": "Search the corpus.",
+                            "inputSchema": {"json": search.parameters},
+                        }
+                    }
+                ]
+            },
         },
     )
     reply = model.complete("", conversation, [search])
@@ -191,7 +223,9 @@ def test_errors_are_translated(
     retryable: bool,
 ) -> None:
     stubber.add_client_error(
-        "converse", service_error_code=code, service_message=f"{code} says no",
+        "converse",
+        service_error_code=code,
+        service_message=f"{code} says no",
         http_status_code=status,
     )
     with pytest.raises(error_type, match=f"{code} says no") as caught:

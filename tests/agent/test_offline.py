@@ -18,17 +18,28 @@ from outlast.agent.tools import Tool, tool
 from outlast.testing.offline_model import Offline, parse_hits
 
 DOCS = {
-    "lambda-limits": ("Lambda limits", "Lambda functions stop after fifteen minutes. "
-                      "A durable runtime hands off before the timeout arrives."),
-    "retry-backoff": ("Retries", "Throttling is absorbed by retries with backoff. "
-                      "The restart tax is the work repeated after a crash."),
-    "journal": ("Journals", "A journal records each step. Replay rebuilds the conversation "
-                "without calling the model again."),
+    "lambda-limits": (
+        "Lambda limits",
+        "Lambda functions stop after fifteen minutes. "
+        "A durable runtime hands off before the timeout arrives.",
+    ),
+    "retry-backoff": (
+        "Retries",
+        "Throttling is absorbed by retries with backoff. "
+        "The restart tax is the work repeated after a crash.",
+    ),
+    "journal": (
+        "Journals",
+        "A journal records each step. Replay rebuilds the conversation "
+        "without calling the model again.",
+    ),
     "spot": ("Spot capacity", "Spot instances are reclaimed with two minutes of notice."),
     "tokens": ("Token costs", "Restarting an agent from zero re-spends every token of context."),
     "leases": ("Leases", "A lease fences writers; its token only grows."),
-    "snapshots": ("Snapshots", "Checkpointers that snapshot whole state grow with the square "
-                  "of the history."),
+    "snapshots": (
+        "Snapshots",
+        "Checkpointers that snapshot whole state grow with the square of the history.",
+    ),
     "idempotency": ("Idempotency", "Idempotency keys make external calls safe to repeat."),
     "cold-tier": ("Cold tier", "Large values live in the cold tier; small records stay hot."),
     "parallel": ("Parallel tools", "Agents call tools in parallel and the journal keeps order."),
@@ -70,9 +81,9 @@ TOOLS = [search, read_doc, take_note]
 PROMPT = "Write a cited report on how durable agents survive Lambda timeouts and the restart tax."
 
 
-def run(model: Model, tools: list[Tool], prompt: str = PROMPT, max_turns: int = 100) -> tuple[
-    list[Message], list[ModelReply]
-]:
+def run(
+    model: Model, tools: list[Tool], prompt: str = PROMPT, max_turns: int = 100
+) -> tuple[list[Message], list[ModelReply]]:
     """A bare agent loop: enough to drive a model through a conversation."""
     by_name = {t.name: t for t in tools}
     messages = [Message.user(prompt)]
@@ -86,11 +97,17 @@ def run(model: Model, tools: list[Tool], prompt: str = PROMPT, max_turns: int = 
         results = []
         for call in reply.message.tool_calls:
             if call.name not in by_name or call.parse_error:
-                results.append(ToolResult(call_id=call.id, name=call.name, content="bad call",
-                                          is_error=True))
+                results.append(
+                    ToolResult(call_id=call.id, name=call.name, content="bad call", is_error=True)
+                )
             else:
-                results.append(ToolResult(call_id=call.id, name=call.name,
-                                          content=by_name[call.name].call(call.arguments)))
+                results.append(
+                    ToolResult(
+                        call_id=call.id,
+                        name=call.name,
+                        content=by_name[call.name].call(call.arguments),
+                    )
+                )
         messages.append(Message.tool(*results))
     return messages, replies
 
@@ -103,8 +120,9 @@ def test_research_run_takes_twenty_turns_and_cites_what_it_read() -> None:
     assert final.message.content.startswith("[offline model]")
     names = [c.name for r in replies for c in r.message.tool_calls]
     assert {"search", "read_doc", "take_note"} <= set(names)
-    read = [c.arguments["doc_id"] for r in replies for c in r.message.tool_calls
-            if c.name == "read_doc"]
+    read = [
+        c.arguments["doc_id"] for r in replies for c in r.message.tool_calls if c.name == "read_doc"
+    ]
     assert len(read) == len(set(read)) == 8  # eight rounds, never the same source twice
     for doc in read:
         assert f"[{doc}]" in final.message.content
@@ -184,12 +202,19 @@ def test_tool_errors_do_not_loop() -> None:
             messages.append(reply.message)
             if not reply.message.tool_calls:
                 return replies
-            messages.append(Message.tool(*[
-                ToolResult(call_id=c.id, name=c.name,
-                           content=search.call(c.arguments) if c.name == "search" else "failed",
-                           is_error=c.name != "search")
-                for c in reply.message.tool_calls
-            ]))
+            messages.append(
+                Message.tool(
+                    *[
+                        ToolResult(
+                            call_id=c.id,
+                            name=c.name,
+                            content=search.call(c.arguments) if c.name == "search" else "failed",
+                            is_error=c.name != "search",
+                        )
+                        for c in reply.message.tool_calls
+                    ]
+                )
+            )
         raise AssertionError("the offline model never stopped")
 
     replies = failing_run()
@@ -211,16 +236,25 @@ def test_parse_hits_understands_common_shapes(text: str, ids: list[str]) -> None
 
 def test_script_replays_by_position_in_the_conversation() -> None:
     bad = ToolCall(id="", name="search", parse_error="not JSON", raw_arguments="{nope")
-    model = Offline(script=[
-        ToolCall(id="", name="search", arguments={"query": "x"}),
-        [bad, ToolCall(id="u1", name="no_such_tool")],
-        ModelReply(message=Message.assistant("final"), usage=Usage(input_tokens=5),
-                   stop_reason="end_turn", model="ignored"),
-    ])
+    model = Offline(
+        script=[
+            ToolCall(id="", name="search", arguments={"query": "x"}),
+            [bad, ToolCall(id="u1", name="no_such_tool")],
+            ModelReply(
+                message=Message.assistant("final"),
+                usage=Usage(input_tokens=5),
+                stop_reason="end_turn",
+                model="ignored",
+            ),
+        ]
+    )
     first = model.complete("", [Message.user("go")], [search])
     assert first.message.tool_calls[0].id == "offline-0-0"
-    history = [Message.user("go"), first.message,
-               Message.tool(ToolResult(call_id="offline-0-0", name="search", content="[]"))]
+    history = [
+        Message.user("go"),
+        first.message,
+        Message.tool(ToolResult(call_id="offline-0-0", name="search", content="[]")),
+    ]
     second = model.complete("", history, [search])
     assert [c.id for c in second.message.tool_calls] == ["offline-1-0", "u1"]
     assert second.message.tool_calls[0].raw_arguments == "{nope"
@@ -244,8 +278,9 @@ def test_scripted_errors_are_raised_once_before_their_reply() -> None:
 
 
 def test_repeat_last_keeps_calling_tools_forever() -> None:
-    model = Offline(script=[ToolCall(id="", name="search", arguments={"query": "x"})],
-                    repeat_last=True)
+    model = Offline(
+        script=[ToolCall(id="", name="search", arguments={"query": "x"})], repeat_last=True
+    )
     _messages, replies = run(model, [search], max_turns=30)
     assert len(replies) == 30
     assert all(r.message.tool_calls for r in replies)
@@ -258,16 +293,29 @@ def test_script_must_not_end_with_an_error() -> None:
 
 
 def test_model_from_env() -> None:
-    bedrock = model_from_env({"OUTLAST_BEDROCK_MODEL_ID": "amazon.nova-lite-v1:0",
-                              "AWS_REGION": "eu-central-1", "OPENAI_API_KEY": "sk"})
+    bedrock = model_from_env(
+        {
+            "OUTLAST_BEDROCK_MODEL_ID": "amazon.nova-lite-v1:0",
+            "AWS_REGION": "eu-central-1",
+            "OPENAI_API_KEY": "sk",
+        }
+    )
     assert isinstance(bedrock, Bedrock)
     assert bedrock.model_id == "amazon.nova-lite-v1:0" and bedrock.region == "eu-central-1"
 
-    openai = model_from_env({"OPENAI_API_KEY": "sk", "OUTLAST_OPENAI_MODEL": "llama3",
-                             "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    openai = model_from_env(
+        {
+            "OPENAI_API_KEY": "sk",
+            "OUTLAST_OPENAI_MODEL": "llama3",
+            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        }
+    )
     assert isinstance(openai, OpenAIChat)
     assert (openai.model, openai.base_url, openai.api_key) == (
-        "llama3", "http://127.0.0.1:9/v1", "sk")
+        "llama3",
+        "http://127.0.0.1:9/v1",
+        "sk",
+    )
 
     # Nothing configured and no default: a loud error naming the settings, never a silent
     # fallback to the offline test double.

@@ -113,8 +113,11 @@ def test_parallel_tool_calls_and_results_keep_their_order(
 
 def test_throttling_then_success(server: ChatServer, model: OpenAIChat) -> None:
     server.queue.append(
-        Queued(429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
-               {"Retry-After": "7"})
+        Queued(
+            429,
+            {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+            {"Retry-After": "7"},
+        )
     )
     with pytest.raises(ModelThrottledError) as caught:
         model.complete("", [Message.user("hi")], [])
@@ -165,8 +168,16 @@ def test_client_error_is_not_retryable_and_carries_the_message(
     server: ChatServer, model: OpenAIChat
 ) -> None:
     server.queue.append(
-        Queued(400, {"error": {"message": "Invalid schema for function 'search'",
-                               "type": "invalid_request_error", "code": None}})
+        Queued(
+            400,
+            {
+                "error": {
+                    "message": "Invalid schema for function 'search'",
+                    "type": "invalid_request_error",
+                    "code": None,
+                }
+            },
+        )
     )
     with pytest.raises(ModelRequestError, match="Invalid schema for function 'search'") as caught:
         model.complete("", [Message.user("hi")], [search])
@@ -178,11 +189,16 @@ def test_malformed_tool_arguments_are_kept_not_raised(
     server: ChatServer, model: OpenAIChat
 ) -> None:
     server.queue.append(
-        Queued(200, completion(tool_calls=[
-            function_call("call_bad", "search", '{"query": "lambda'),
-            function_call("call_list", "search", "[1, 2]"),
-            function_call("call_empty", "search", ""),
-        ]))
+        Queued(
+            200,
+            completion(
+                tool_calls=[
+                    function_call("call_bad", "search", '{"query": "lambda'),
+                    function_call("call_list", "search", "[1, 2]"),
+                    function_call("call_empty", "search", ""),
+                ]
+            ),
+        )
     )
     reply = model.complete("", [Message.user("go")], [search])
     bad, listed, empty = reply.message.tool_calls

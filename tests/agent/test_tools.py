@@ -126,10 +126,17 @@ def test_async_tools_run_from_sync_and_async_callers() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("plain", "plain"), (3, "3"), (None, "null"), ({"a": [1, 2]}, '{"a":[1,2]}'),
-     (Window(start=date(2024, 1, 1), end=date(2024, 1, 2)),
-      '{"start":"2024-01-01","end":"2024-01-02"}'),
-     ({1, 2} , "[1,2]")],
+    [
+        ("plain", "plain"),
+        (3, "3"),
+        (None, "null"),
+        ({"a": [1, 2]}, '{"a":[1,2]}'),
+        (
+            Window(start=date(2024, 1, 1), end=date(2024, 1, 2)),
+            '{"start":"2024-01-01","end":"2024-01-02"}',
+        ),
+        ({1, 2}, "[1,2]"),
+    ],
 )
 def test_to_text(value: object, text: str) -> None:
     assert to_text(value) == text

@@ -65,8 +65,8 @@ class Bedrock:
                 retries={"total_max_attempts": 1, "mode": "standard"},
                 read_timeout=self.read_timeout,
             )
-            region = self.region or os.environ.get("AWS_REGION") or os.environ.get(
-                "AWS_DEFAULT_REGION"
+            region = (
+                self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             )
             self._client = boto3.client("bedrock-runtime", region_name=region, config=config)
         return self._client
