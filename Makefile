@@ -53,7 +53,7 @@ test: $(STAMP) redis-server chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
 	bash scripts/deploy_check.sh
 	bash scripts/infra_check.sh
 
