@@ -27,7 +27,11 @@ from pathlib import Path
 
 from outlast import App, Context
 
-app = App("slow-agent", lease_margin=0.5, handoff_margin=0.5)
+# Margins sized for a loaded 2-core machine (with 0.5 s each the test flaked both ways):
+# - the hand-off margin covers a slow step's commit, so only the hung leg is killed at the timeout;
+# - the lease outlives the deadline by 3 s, longer than Lambda's immediate retry takes to start a
+#   process, so the retry is always refused and the sweeper re-drives the run.
+app = App("slow-agent", lease_margin=3.0, handoff_margin=1.5)
 MARKS = Path(os.environ["SLOW_AGENT_MARKS"])
 
 
